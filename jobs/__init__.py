@@ -1,0 +1,1 @@
+"""Hydra entry points, one per job kind."""

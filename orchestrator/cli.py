@@ -1,0 +1,41 @@
+"""``orchestrator`` command line: ``run <kind> [overrides]`` plus the cluster verbs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from orchestrator import JOB_KINDS
+
+CLUSTER_VERBS = ("submit", "status", "logs", "stop", "resume", "list", "runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="LLM training orchestrator on Ray. Configs are Hydra overrides: key=value, group=preset.",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True)
+    run = sub.add_parser("run", help="run a job on the configured cluster (default: Ray started in-process)")
+    run.add_argument("kind", choices=JOB_KINDS)
+    run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. model=tiny trainer.max_steps=5")
+    for verb in CLUSTER_VERBS:
+        p = sub.add_parser(verb, help=f"{verb} (cluster operations)")
+        p.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verb == "run":
+        from orchestrator.entry import run_kind
+
+        return run_kind(args.kind, args.overrides)
+    from orchestrator.runtime import cluster_cli
+
+    return cluster_cli.main(args.verb, args.args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

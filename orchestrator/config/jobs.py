@@ -1,0 +1,118 @@
+"""Primary config of each job kind: the schema behind ``conf/<kind>.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orchestrator.config.base import Frozen
+from orchestrator.config.cluster import ClusterConfig
+from orchestrator.config.data import TrainDataConfig
+from orchestrator.config.data_prep import DataPrepDataConfig
+from orchestrator.config.errors import require
+from orchestrator.config.model import ModelConfig
+from orchestrator.config.parallel import ParallelConfig
+from orchestrator.config.pipeline import PipelineSpec
+from orchestrator.config.rlhf import DPOOptions, PPOOptions, RewardOptions, SFTOptions
+from orchestrator.config.tracking import TrackingConfig
+from orchestrator.config.trainer import OptimConfig, TrainerConfig
+
+
+@dataclass
+class JobConfig(Frozen):
+    """Fields every job kind has."""
+
+    kind: str = ""
+    """Job kind; fixed by the primary config (do not override)."""
+    run_name: str = "${kind}"
+    """Run name: the output sub-directory and the MLflow run name. Rerunning the same name resumes."""
+    workspace: str = "outputs"
+    """Root directory of all runs, the local MLflow store and its artifacts."""
+    output_dir: str = "${workspace}/${run_name}"
+    """This run's directory: checkpoints, exports, logs, completion markers."""
+    resume: str = "auto"
+    """``auto`` continues from the newest committed checkpoint of this run, ``never`` starts over
+    (refusing to overwrite existing checkpoints), or a checkpoint directory path."""
+    dry_run: bool = False
+    """Print the resolved config and the plan, then exit without starting Ray."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Where the workers run."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """MLflow tracking."""
+
+    def __post_init__(self) -> None:
+        require(bool(self.run_name) and "/" not in self.run_name, "run_name", f"invalid name {self.run_name!r}",
+                "use a non-empty name without '/'")
+
+
+@dataclass
+class TrainJobConfig(JobConfig):
+    """Fields of every job that trains a model with DeepSpeed."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The causal LM."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """ZeRO / TP / PP layout."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Training loop."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and LR schedule."""
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    """Packed dataset from data_prep."""
+
+
+@dataclass
+class DataPrepConfig(JobConfig):
+    kind: str = "data_prep"
+    data: DataPrepDataConfig = field(default_factory=DataPrepDataConfig)
+    """Input, filters, dedup, tokenizer and packing."""
+
+
+@dataclass
+class PretrainConfig(TrainJobConfig):
+    kind: str = "pretrain"
+
+
+@dataclass
+class SFTConfig(TrainJobConfig):
+    kind: str = "sft"
+    sft: SFTOptions = field(default_factory=SFTOptions)
+    """SFT-specific options."""
+
+
+@dataclass
+class RewardModelConfig(TrainJobConfig):
+    kind: str = "reward_model"
+    reward: RewardOptions = field(default_factory=RewardOptions)
+    """Reward-model options."""
+
+
+@dataclass
+class DPOConfig(TrainJobConfig):
+    kind: str = "dpo"
+    dpo: DPOOptions = field(default_factory=DPOOptions)
+    """DPO options."""
+
+
+@dataclass
+class PPOConfig(TrainJobConfig):
+    kind: str = "ppo"
+    ppo: PPOOptions = field(default_factory=PPOOptions)
+    """PPO options."""
+
+
+@dataclass
+class PipelineConfig(JobConfig):
+    kind: str = "pipeline"
+    pipeline: PipelineSpec = field(default_factory=PipelineSpec)
+    """The stage DAG."""
+
+
+PRIMARY_SCHEMAS: dict[str, type[JobConfig]] = {
+    "data_prep": DataPrepConfig,
+    "pretrain": PretrainConfig,
+    "sft": SFTConfig,
+    "reward_model": RewardModelConfig,
+    "ppo": PPOConfig,
+    "dpo": DPOConfig,
+    "pipeline": PipelineConfig,
+}

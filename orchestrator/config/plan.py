@@ -1,0 +1,120 @@
+"""Derived numbers of a validated config (sizes, accumulation, memory); never stored in the config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from orchestrator.config.jobs import DataPrepConfig, JobConfig, TrainJobConfig
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """How a training job is laid out on its workers."""
+
+    world_size: int
+    dp_size: int
+    tp_size: int
+    pp_size: int
+    grad_accum_steps: int
+    micro_batch_size: int
+    global_batch_size: int
+    tokens_per_step: int
+    num_params: int
+    precision: str
+    pipeline_bubble: float
+    """Idle fraction of a pipeline step, (p-1)/(m+p-1) with m micro-batches (0 without PP)."""
+    memory_gib: dict[str, float] = field(default_factory=dict)
+    """Estimated per-worker memory: model states (ZeRO formula), activations, total."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_state_bytes_per_param(zero_stage: int, dp: int, mixed_precision: bool) -> float:
+    """Bytes of params+grads+Adam states per parameter held by one data-parallel rank.
+
+    Mixed-precision Adam keeps 2 (fp16/bf16 params) + 2 (grads) + 12 (fp32 master, momentum,
+    variance) = 16 bytes/param; ZeRO-1 shards the 12, ZeRO-2 also the gradients, ZeRO-3 everything
+    (Rajbhandari et al., 2020). Pure fp32 training is 4 + 4 + 8 = 16 bytes with the same split.
+    """
+    p, g, o = (2, 2, 12) if mixed_precision else (4, 4, 8)
+    if zero_stage == 0:
+        return p + g + o
+    if zero_stage == 1:
+        return p + g + o / dp
+    if zero_stage == 2:
+        return p + (g + o) / dp
+    return (p + g + o) / dp
+
+
+def activation_bytes(cfg: TrainJobConfig, tp: int, pp: int, bytes_per_value: int) -> float:
+    """Activation memory of one micro-batch (Korthikanti et al. 2022, no sequence parallelism):
+    s*b*h*(34 + 5*a*s/h) bytes per layer at 2 bytes/value, divided by tp, for the layers of one stage;
+    with activation checkpointing only each layer's input (2*s*b*h) is kept."""
+    m = cfg.model
+    s, b, h, a = m.seq_len, cfg.parallel.micro_batch_size, m.hidden_size, m.num_heads
+    layers = m.num_layers // pp
+    scale = bytes_per_value / 2
+    if cfg.parallel.activation_checkpointing:
+        per_layer = 2 * s * b * h * scale
+    else:
+        per_layer = s * b * h * (34 + 5 * a * s / h) / tp * scale
+    logits = s * b * m.vocab_size * 4  # fp32 logits for the loss, on the last stage
+    return layers * per_layer + logits
+
+
+def make_train_plan(cfg: TrainJobConfig) -> TrainPlan:
+    p, m, c = cfg.parallel, cfg.model, cfg.cluster
+    tp, pp = p.tensor_parallel, p.pipeline_parallel
+    world = c.num_workers
+    dp = world // (tp * pp)
+    accum = cfg.trainer.global_batch_size // (p.micro_batch_size * dp)
+    precision = p.resolved_precision(c.use_gpu)
+    mixed = precision != "fp32"
+    n = m.num_params()
+    params_per_worker = n / (tp * pp)
+    states = params_per_worker * model_state_bytes_per_param(p.zero_stage, dp, mixed)
+    offloaded = 0.0
+    if p.offload == "cpu":  # optimizer states (and ZeRO-3 params) live in host memory instead
+        opt = params_per_worker * (12 if mixed else 8) / dp
+        offloaded = opt + (params_per_worker * (2 if mixed else 4) / dp if p.zero_stage == 3 else 0.0)
+        states -= offloaded
+    acts = activation_bytes(cfg, tp, pp, 2 if mixed else 4)
+    bubble = (pp - 1) / (accum + pp - 1) if pp > 1 else 0.0
+    return TrainPlan(
+        world_size=world, dp_size=dp, tp_size=tp, pp_size=pp, grad_accum_steps=accum,
+        micro_batch_size=p.micro_batch_size, global_batch_size=cfg.trainer.global_batch_size,
+        tokens_per_step=cfg.trainer.global_batch_size * m.seq_len, num_params=n, precision=precision,
+        pipeline_bubble=round(bubble, 4),
+        memory_gib={
+            "model_states": round(states / GIB, 4),
+            "activations": round(acts / GIB, 4),
+            "offloaded_to_cpu": round(offloaded / GIB, 4),
+            "total_device": round((states + acts) / GIB, 4),
+        },
+    )
+
+
+def lsh_detection_curve(num_bands: int, rows_per_band: int,
+                        points: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> dict[float, float]:
+    """P(a pair becomes an LSH candidate | Jaccard s) = 1 - (1 - s^r)^b."""
+    return {s: round(1 - (1 - s**rows_per_band) ** num_bands, 4) for s in points}
+
+
+def make_plan(cfg: JobConfig) -> dict[str, Any]:
+    """The plan printed by ``dry_run=true`` (and logged to MLflow)."""
+    if isinstance(cfg, TrainJobConfig):
+        return make_train_plan(cfg).as_dict()
+    if isinstance(cfg, DataPrepConfig):
+        mh = cfg.data.minhash
+        return {
+            "minhash_permutations": mh.num_bands * mh.rows_per_band,
+            "lsh_threshold_estimate": round((1 / mh.num_bands) ** (1 / mh.rows_per_band), 4),
+            "lsh_detection_probability": lsh_detection_curve(mh.num_bands, mh.rows_per_band),
+            "workers": cfg.cluster.num_workers,
+        }
+    stages = getattr(getattr(cfg, "pipeline", None), "stages", [])
+    return {"stages": [f"{s.name} ({s.kind})" + (f" after {', '.join(s.after)}" if s.after else "") for s in stages]}

@@ -1,0 +1,104 @@
+"""Cross-group validation: every user mistake fails here, before Ray is asked for anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from orchestrator.config.errors import require
+from orchestrator.config.jobs import DataPrepConfig, JobConfig, PipelineConfig, TrainJobConfig
+
+_RESUME_WORDS = ("auto", "never")
+
+
+def is_remote_uri(path: str) -> bool:
+    """True for URIs we cannot check locally (MLflow model URIs, object stores)."""
+    return "://" in path or path.startswith(("models:/", "runs:/"))
+
+
+def validate(cfg: JobConfig) -> None:
+    """Check the relations between groups of a typed config.
+
+    Raises:
+        ConfigError: naming the key at fault and the fix.
+    """
+    if cfg.resume not in _RESUME_WORDS:
+        require(Path(cfg.resume).exists(), "resume", f"checkpoint path {cfg.resume!r} does not exist",
+                "use resume=auto, resume=never or an existing checkpoint directory")
+    if isinstance(cfg, TrainJobConfig):
+        _validate_train(cfg)
+    elif isinstance(cfg, DataPrepConfig):
+        _validate_data_prep(cfg)
+    elif isinstance(cfg, PipelineConfig):
+        require(len(cfg.pipeline.stages) > 0, "pipeline.stages", "the pipeline has no stages",
+                "pick a preset, e.g. pipeline=default")
+
+
+def _validate_train(cfg: TrainJobConfig) -> None:
+    m, p, c, t = cfg.model, cfg.parallel, cfg.cluster, cfg.trainer
+    require(m.num_heads % p.tensor_parallel == 0, "parallel.tensor_parallel",
+            f"{p.tensor_parallel} does not divide model.num_heads={m.num_heads}",
+            "use a tensor_parallel degree that divides the number of heads")
+    require(m.kv_heads % p.tensor_parallel == 0, "parallel.tensor_parallel",
+            f"{p.tensor_parallel} does not divide model.num_kv_heads={m.kv_heads}",
+            "use a tensor_parallel degree that divides the number of key/value heads")
+    require(m.num_layers % p.pipeline_parallel == 0, "parallel.pipeline_parallel",
+            f"{p.pipeline_parallel} does not divide model.num_layers={m.num_layers}",
+            "use a pipeline_parallel degree that divides the number of layers")
+    world = c.num_workers
+    mp = p.tensor_parallel * p.pipeline_parallel
+    require(world % mp == 0, "cluster.num_workers",
+            f"world size {world} is not dp*tp*pp for tensor_parallel={p.tensor_parallel} x "
+            f"pipeline_parallel={p.pipeline_parallel}",
+            f"use a multiple of {mp} workers or lower parallel.tensor_parallel/pipeline_parallel")
+    dp = world // mp
+    require(not (p.tensor_parallel > 1 and p.zero_stage == 3), "parallel.zero_stage",
+            "ZeRO-3 cannot be combined with tensor_parallel > 1 (DeepSpeed AutoTP training supports ZeRO 0-2)",
+            "set parallel.zero_stage<=2 or parallel.tensor_parallel=1")
+    require(not (p.tensor_parallel > 1 and p.pipeline_parallel > 1), "parallel.pipeline_parallel",
+            "tensor and pipeline parallelism cannot be combined (DeepSpeed AutoTP is not pipeline-aware)",
+            "use either parallel.tensor_parallel or parallel.pipeline_parallel")
+    per_step = p.micro_batch_size * dp
+    require(t.global_batch_size % per_step == 0, "trainer.global_batch_size",
+            f"{t.global_batch_size} is not divisible by parallel.micro_batch_size*dp = "
+            f"{p.micro_batch_size}*{dp} = {per_step}",
+            f"use a multiple of {per_step}, e.g. trainer.global_batch_size={per_step * max(1, t.global_batch_size // per_step)}")
+    precision = p.resolved_precision(c.use_gpu)
+    require(c.use_gpu or precision in ("fp32", "bf16"), "parallel.precision",
+            f"{precision} needs a GPU (cluster.use_gpu=false)", "use parallel.precision=auto or fp32 on CPU")
+    if m.pretrained and not is_remote_uri(m.pretrained):
+        require(Path(m.pretrained).is_dir(), "model.pretrained", f"{m.pretrained!r} is not a directory",
+                "point to a Hugging Face model directory, or a models:/ or runs:/ MLflow URI")
+    if cfg.data.path is not None:
+        path = Path(cfg.data.path)
+        require(path.exists(), "data.path", f"{cfg.data.path!r} does not exist",
+                "run data_prep first, or point data.path at its output directory")
+        manifest = path / "manifest.json"
+        if manifest.exists():
+            _validate_against_manifest(cfg, json.loads(manifest.read_text()))
+
+
+def _validate_against_manifest(cfg: TrainJobConfig, manifest: dict) -> None:
+    """Checks that need the dataset's manifest (written by data_prep)."""
+    vocab = manifest.get("vocab_size")
+    if vocab is not None:
+        require(vocab <= cfg.model.vocab_size, "model.vocab_size",
+                f"{cfg.model.vocab_size} is smaller than the tokenizer's vocabulary ({vocab})",
+                f"set model.vocab_size>={vocab}")
+    seq = manifest.get("seq_len")
+    if seq is not None and manifest.get("format", "pretrain") == "pretrain":
+        require(seq >= cfg.model.seq_len, "model.seq_len",
+                f"{cfg.model.seq_len} is longer than the packed blocks ({seq} tokens)",
+                f"set model.seq_len<={seq} or re-run data_prep with data.seq_len={cfg.model.seq_len}")
+
+
+def _validate_data_prep(cfg: DataPrepConfig) -> None:
+    d = cfg.data
+    if d.input is not None and not is_remote_uri(d.input):
+        import glob
+
+        require(bool(glob.glob(d.input)) or Path(d.input).exists(), "data.input",
+                f"{d.input!r} matches no file", "give an existing file, directory or glob")
+    if d.tokenizer_path is not None:
+        require(Path(d.tokenizer_path).is_dir(), "data.tokenizer_path", f"{d.tokenizer_path!r} is not a directory",
+                "point to a tokenizer directory or leave it null to train one")

@@ -1,0 +1,1 @@
+"""Ray plumbing: connect to or start Ray, worker groups, Jobs API submission."""
