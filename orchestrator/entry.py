@@ -21,8 +21,8 @@ from orchestrator.config.redact import redact
 RUNNERS: dict[str, str] = {
     "data_prep": "orchestrator.data.job:run_data_prep",
     "pretrain": "orchestrator.training.jobs:run_pretrain",
-    "sft": "orchestrator.training.jobs:run_sft",
-    "reward_model": "orchestrator.training.jobs:run_reward_model",
+    "sft": "orchestrator.training.posttrain:run_sft",
+    "reward_model": "orchestrator.training.posttrain:run_reward_model",
     "dpo": "orchestrator.rlhf.jobs:run_dpo",
     "ppo": "orchestrator.rlhf.jobs:run_ppo",
     "pipeline": "orchestrator.pipeline.runner:run_pipeline",
