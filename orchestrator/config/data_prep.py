@@ -13,6 +13,165 @@ OUTPUT_FORMATS = ("pretrain", "sft", "preference", "prompts")
 
 
 @dataclass
+class NormalizeConfig(Frozen):
+    enabled: bool = True
+    """Unicode normalisation of every text field (before any other step)."""
+    form: str = "NFC"
+    """Unicode normal form: NFC (default, canonical composition), NFKC, NFD or NFKD."""
+    strip_control: bool = True
+    """Drop control/format characters (C0/C1 except tab and newline, zero-width, BOM)."""
+    collapse_whitespace: bool = True
+    """Collapse runs of spaces/tabs to one space, trim line ends, at most one blank line in a row."""
+
+    def __post_init__(self) -> None:
+        require(self.form in ("NFC", "NFKC", "NFD", "NFKD"), "data.normalize.form", f"unknown {self.form!r}",
+                "use NFC, NFKC, NFD or NFKD")
+
+
+@dataclass
+class LanguageConfig(Frozen):
+    enabled: bool = False
+    """Keep only documents identified as one of ``languages`` (stop-word profile identifier; off by
+    default because the demo corpus and tests are English)."""
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    """Languages to keep (ISO 639-1 codes among en, de, fr, es, it, nl, pt)."""
+    min_score: float = 0.5
+    """Minimum share of the best language among all stop-word hits (0-1)."""
+
+
+@dataclass
+class GopherQualityConfig(Frozen):
+    """Gopher quality rules (Rae et al. 2021, Table A1); defaults are the published thresholds."""
+
+    enabled: bool = True
+    """Apply the Gopher quality rules."""
+    min_doc_words: int = 50
+    """Fewer non-punctuation words than this: removed."""
+    max_doc_words: int = 100_000
+    """More non-punctuation words than this: removed."""
+    min_avg_word_length: float = 3.0
+    """Mean word length (characters) below this: removed."""
+    max_avg_word_length: float = 10.0
+    """Mean word length (characters) above this: removed."""
+    max_symbol_word_ratio: float = 0.1
+    """'#' per word, or ellipses ('...'/'…') per word, above this: removed."""
+    max_bullet_lines_ratio: float = 0.9
+    """Share of lines starting with a bullet above this: removed."""
+    max_ellipsis_lines_ratio: float = 0.3
+    """Share of lines ending with an ellipsis above this: removed."""
+    min_alpha_words_ratio: float = 0.8
+    """Share of words with at least one alphabetic character below this: removed."""
+    min_stop_words: int = 2
+    """Fewer occurrences of the stop words (the, be, to, of, and, that, have, with): removed."""
+
+
+@dataclass
+class GopherRepetitionConfig(Frozen):
+    """Gopher repetition rules (Rae et al. 2021, Table A1); defaults are the published thresholds."""
+
+    enabled: bool = True
+    """Apply the Gopher repetition rules."""
+    dup_line_frac: float = 0.3
+    """Share of lines that repeat an earlier line above this: removed."""
+    dup_para_frac: float = 0.3
+    """Share of paragraphs (split on blank lines) that repeat an earlier one above this: removed."""
+    dup_line_char_frac: float = 0.2
+    """Characters in repeated lines / all characters above this: removed."""
+    dup_para_char_frac: float = 0.2
+    """Characters in repeated paragraphs / all characters above this: removed."""
+    top_ngram_sizes: list[int] = field(default_factory=lambda: [2, 3, 4])
+    """n of the 'top n-gram character fraction' rules."""
+    top_ngram_max_fracs: list[float] = field(default_factory=lambda: [0.20, 0.18, 0.16])
+    """Characters covered by the most frequent n-gram / all characters above this: removed."""
+    dup_ngram_sizes: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9, 10])
+    """n of the 'duplicate n-gram character fraction' rules."""
+    dup_ngram_max_fracs: list[float] = field(default_factory=lambda: [0.15, 0.14, 0.13, 0.12, 0.11, 0.10])
+    """Characters in repeated n-grams / all characters above this: removed."""
+
+    def __post_init__(self) -> None:
+        require(len(self.top_ngram_sizes) == len(self.top_ngram_max_fracs), "data.gopher_repetition.top_ngram_max_fracs",
+                "needs one threshold per entry of top_ngram_sizes", "give lists of equal length")
+        require(len(self.dup_ngram_sizes) == len(self.dup_ngram_max_fracs), "data.gopher_repetition.dup_ngram_max_fracs",
+                "needs one threshold per entry of dup_ngram_sizes", "give lists of equal length")
+
+
+@dataclass
+class C4Config(Frozen):
+    """C4 rules (Raffel et al. 2020 and the reference c4_utils); line rules drop lines, page rules drop
+    the document."""
+
+    enabled: bool = True
+    """Apply the C4 rules."""
+    filter_no_terminal_punct: bool = True
+    """Drop lines not ending in terminal punctuation (. ! ? " ') or ending in an ellipsis."""
+    min_words_per_line: int = 3
+    """Drop lines with fewer words."""
+    max_word_length: int = 1000
+    """Drop lines containing a longer word (characters)."""
+    min_num_sentences: int = 5
+    """Documents with fewer sentences in the kept lines are removed (-1 disables)."""
+    remove_citations: bool = True
+    """Strip Wikipedia-style citation markers ([1], [edit], [citation needed])."""
+    filter_lorem_ipsum: bool = True
+    """Remove documents containing 'lorem ipsum'."""
+    filter_javascript: bool = True
+    """Drop lines mentioning 'javascript'."""
+    filter_curly_bracket: bool = True
+    """Remove documents containing '{'."""
+    filter_policy: bool = True
+    """Drop lines with cookie/terms-of-use/privacy-policy boilerplate."""
+    filter_bad_words: bool = True
+    """Remove documents containing a word of the bad-words list."""
+    bad_words_file: Optional[str] = None
+    """One word or phrase per line; null = the short English list shipped with the project."""
+
+
+@dataclass
+class FineWebConfig(Frozen):
+    """FineWeb's additional rules (Penedo et al. 2024); defaults are the published thresholds."""
+
+    enabled: bool = True
+    """Apply the FineWeb rules."""
+    line_punct_thr: float = 0.12
+    """Share of lines ending in punctuation at or below this: removed."""
+    line_punct_exclude_zero: bool = False
+    """Do not remove documents where no line ends in punctuation."""
+    short_line_thr: float = 0.67
+    """Share of short lines at or above this: removed."""
+    short_line_length: int = 30
+    """A line of at most this many characters is short."""
+    char_duplicates_ratio: float = 0.01
+    """Characters in repeated non-empty lines / characters at or above this: removed."""
+    new_line_ratio: float = 0.3
+    """Newlines per word above this (list-like pages): removed."""
+
+
+@dataclass
+class PIIConfig(Frozen):
+    enabled: bool = True
+    """Replace personal data by placeholders (documents are kept)."""
+    emails: bool = True
+    """Scrub e-mail addresses."""
+    ip_addresses: bool = True
+    """Scrub IPv4 (and full IPv6) addresses; private/loopback ranges are scrubbed too."""
+    phone_numbers: bool = True
+    """Scrub phone numbers (international or North-American style, 7+ digits with separators)."""
+    email_placeholder: str = "<EMAIL>"
+    """Replacement of an e-mail address."""
+    ip_placeholder: str = "<IP_ADDRESS>"
+    """Replacement of an IP address."""
+    phone_placeholder: str = "<PHONE>"
+    """Replacement of a phone number."""
+
+
+@dataclass
+class ExactDedupConfig(Frozen):
+    enabled: bool = True
+    """Remove documents whose normalised text (case-folded, whitespace-collapsed) hashes equal an
+    earlier document's; the first in input order is kept."""
+
+
+@dataclass
 class MinHashConfig(Frozen):
     enabled: bool = True
     """Near-duplicate removal with MinHash + LSH."""
@@ -26,6 +185,10 @@ class MinHashConfig(Frozen):
     """Candidate pairs are verified: kept as duplicates only if estimated Jaccard >= this."""
     seed: int = 42
     """Seed of the hash permutations (same seed = same signatures across runs)."""
+    max_comparisons: int = 16
+    """Per LSH bucket, each document is verified against at most this many earlier members."""
+    max_iterations: int = 40
+    """Upper bound on the large-star/small-star rounds of the distributed connected components."""
 
     def __post_init__(self) -> None:
         for name in ("num_bands", "rows_per_band", "ngram"):
@@ -54,8 +217,42 @@ class DataPrepDataConfig(Frozen):
     """Vocabulary of the byte-level BPE tokenizer trained when ``tokenizer_path`` is null."""
     tokenizer_path: Optional[str] = None
     """Existing tokenizer directory to use instead of training one."""
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    """Step 1: Unicode normalisation."""
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    """Step 2: language filter (optional)."""
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    """Step 3a: Gopher quality rules (pretrain format only)."""
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    """Step 3b: Gopher repetition rules (pretrain format only)."""
+    c4: C4Config = field(default_factory=C4Config)
+    """Step 3c: C4 rules (pretrain format only)."""
+    fineweb: FineWebConfig = field(default_factory=FineWebConfig)
+    """Step 3d: FineWeb rules (pretrain format only)."""
+    pii: PIIConfig = field(default_factory=PIIConfig)
+    """Step 4: PII scrubbing."""
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    """Step 5: exact dedup."""
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
-    """Near-duplicate detection settings."""
+    """Step 6: near-duplicate detection settings."""
+    prompt_field: str = "prompt"
+    """Input field of the prompt (formats sft, preference, prompts)."""
+    response_field: str = "response"
+    """Input field of the response (format sft)."""
+    chosen_field: str = "chosen"
+    """Input field of the preferred response (format preference)."""
+    rejected_field: str = "rejected"
+    """Input field of the rejected response (format preference)."""
+    partition_mb: int = 32
+    """Input partition size: uncompressed JSONL files are split into byte ranges of this size, one
+    Ray task each (compressed files and Parquet row groups are one partition each). Bounds memory."""
+    shuffle_partitions: Optional[int] = None
+    """Hash partitions of the dedup shuffles; null = about one per 100k documents (at least 2)."""
+    demo_num_docs: int = 600
+    """Original documents of the generated demo corpus (data.input=null); duplicates, junk and
+    malformed lines are added on top."""
+    plots: bool = True
+    """Log histograms of the filter statistics to MLflow (needs matplotlib)."""
 
     def __post_init__(self) -> None:
         require(self.input_format in INPUT_FORMATS, "data.input_format", f"unknown {self.input_format!r}",
@@ -63,5 +260,9 @@ class DataPrepDataConfig(Frozen):
         require(self.format in OUTPUT_FORMATS, "data.format", f"unknown {self.format!r}",
                 f"use one of {', '.join(OUTPUT_FORMATS)}")
         require(self.seq_len >= 8, "data.seq_len", "must be >= 8", "use e.g. data.seq_len=64")
+        require(self.partition_mb >= 1, "data.partition_mb", "must be >= 1", "use e.g. data.partition_mb=32")
+        require(self.shuffle_partitions is None or self.shuffle_partitions >= 1, "data.shuffle_partitions",
+                "must be >= 1 or null", "leave it null to derive it from the corpus size")
+        require(self.demo_num_docs >= 10, "data.demo_num_docs", "must be >= 10", "use e.g. data.demo_num_docs=600")
         require(self.vocab_size >= 259, "data.vocab_size", "a byte-level BPE needs >= 259 entries",
                 "use e.g. data.vocab_size=512")
