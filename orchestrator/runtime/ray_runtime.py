@@ -1,0 +1,69 @@
+"""Connect to, or start, the Ray runtime a job runs on. The only place that calls ``ray.init``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+from orchestrator.config.cluster import ClusterConfig
+
+log = logging.getLogger(__name__)
+
+
+def worker_env(cluster: ClusterConfig) -> dict[str, str]:
+    """Environment variables every Ray worker of a job needs."""
+    env = {
+        "TOKENIZERS_PARALLELISM": "false",  # tokenizers' own threads fight Ray's worker processes
+        "PYTHONUNBUFFERED": "1",
+        "RAY_DEDUP_LOGS": os.environ.get("RAY_DEDUP_LOGS", "1"),
+    }
+    if not cluster.use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed would otherwise probe for CUDA and fail
+        env["OMP_NUM_THREADS"] = str(cluster.cpus_per_worker)
+    env.update(cluster.env)
+    return env
+
+
+def local_num_cpus(cluster: ClusterConfig) -> int:
+    """Logical CPUs of an in-process local Ray: at least what the worker group asks for."""
+    return max(cluster.num_cpus or os.cpu_count() or 1, cluster.num_workers * cluster.cpus_per_worker)
+
+
+@contextmanager
+def ray_session(cluster: ClusterConfig) -> Iterator[None]:
+    """Ray for the duration of a job.
+
+    ``cluster.address`` null starts a private local Ray in-process (token auth on, dashboard off,
+    everything on 127.0.0.1) and shuts it down afterwards; any other address connects to that
+    cluster (``auto`` = the one ``ray start`` runs on this machine). Inside a job that Ray already
+    started (a submitted job, a pipeline stage), the existing connection is reused.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    env = worker_env(cluster)
+    for key, value in env.items():
+        os.environ.setdefault(key, value)  # the driver builds models and data too
+    runtime_env = {"env_vars": env}
+    if cluster.address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        ray.init(
+            address="local",
+            num_cpus=local_num_cpus(cluster),
+            num_gpus=None if cluster.use_gpu else 0,
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+    else:
+        address = os.environ.get("RAY_ADDRESS") if cluster.address == "auto" and os.environ.get("RAY_ADDRESS") else cluster.address
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()

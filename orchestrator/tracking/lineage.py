@@ -1,0 +1,62 @@
+"""Dataset inputs and Model Registry versions: what lets a model be traced back to its data."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Mapping, Optional
+
+from orchestrator.data.shards import load_manifest
+
+
+def log_dataset_input(client, run_id: str, dataset_dir: str | Path, context: str, name: Optional[str] = None) -> str:
+    """Log a dataset directory as an MLflow input with its manifest digest (``mlflow.log_input``)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    manifest = load_manifest(dataset_dir)
+    digest = manifest["digest"]
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local source
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(Path(dataset_dir).resolve().as_uri())
+    ds = MetaDataset(source=source,
+                     name=name or f"{manifest['format']}-{digest[:8]}", digest=digest[:36])
+    client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
+                                                     tags=[InputTag("mlflow.data.context", context)])])
+    client.set_tag(run_id, f"dataset.{context}.digest", digest)
+    return digest
+
+
+def register_model_dir(client, run_id: str, model_dir: str | Path, name: str, tags: Mapping[str, str]) -> str:
+    """Upload ``model_dir`` to the run's ``model`` artifact path and create a registry version."""
+    client.log_artifacts(run_id, str(model_dir), "model")
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+    try:
+        client.create_registered_model(name)
+    except Exception:
+        pass  # exists already
+    version = client.create_model_version(name, source=source, run_id=run_id, tags=dict(tags))
+    return str(version.version)
+
+
+def resolve_model_uri(uri: str, tracking_uri: str, dst_dir: str | Path) -> Path:
+    """Local directory for a model reference: a local path as is, or a ``models:/name/version`` /
+    ``runs:/id/path`` URI downloaded into ``dst_dir``."""
+    if not uri.startswith(("models:/", "runs:/")):
+        return Path(uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    dst = Path(dst_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+
+
+def model_version_lineage(client, name: str, version: str) -> dict:
+    """Tags and run of a registered version (used to walk lineage back to the dataset)."""
+    mv = client.get_model_version(name, version)
+    return {"name": name, "version": version, "run_id": mv.run_id, "tags": dict(mv.tags),
+            "source": mv.source}
+
+
