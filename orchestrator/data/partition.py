@@ -1,0 +1,194 @@
+"""Stage 1 of data_prep for one input partition: parse, run the per-document steps, write results.
+
+Runs inside a Ray Data task (see :mod:`orchestrator.data.pipeline`) and streams: documents are
+written in batches, so memory is bounded by the batch size whatever the partition size. Outputs go
+to ``<work>/stage1/`` and a completion marker is written last, so a rerun skips finished partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orchestrator.config.data_prep import DataPrepDataConfig
+from orchestrator.data.readers import Partition, extract_fields, read_partition
+from orchestrator.data.steps import DocumentSteps, record_text
+
+BATCH_ROWS = 2048
+DOC_SCHEMA = pa.schema([
+    ("order", pa.int64()), ("id", pa.string()), ("text", pa.string()), ("record", pa.string()),
+    ("exact_key", pa.string()), ("sig", pa.binary()),
+])
+FORMAT_FIELDS = {"sft": ("prompt_field", "response_field"),
+                 "preference": ("prompt_field", "chosen_field", "rejected_field"),
+                 "prompts": ("prompt_field",)}
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def text_fields(cfg: DataPrepDataConfig) -> tuple[str, ...]:
+    """Input fields holding text for the configured output format."""
+    if cfg.format == "pretrain":
+        return (cfg.text_field,)
+    return tuple(getattr(cfg, f) for f in FORMAT_FIELDS[cfg.format])
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _StepCounter:
+    """Per-step documents and bytes in/out."""
+
+    def __init__(self) -> None:
+        self.docs_in: Counter[str] = Counter()
+        self.docs_out: Counter[str] = Counter()
+        self.bytes_in: Counter[str] = Counter()
+        self.bytes_out: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, enabled: list[str], passed: tuple[str, ...], removed_by: Optional[str], reason: Optional[str],
+            raw_bytes: int, sizes: dict[str, int]) -> None:
+        size = raw_bytes
+        for step in enabled:
+            if step in passed:
+                self.docs_in[step] += 1
+                self.docs_out[step] += 1
+                self.bytes_in[step] += size
+                size = sizes.get(step, size)
+                self.bytes_out[step] += size
+            elif step == removed_by:
+                self.docs_in[step] += 1
+                self.bytes_in[step] += size
+                self.reasons[reason or step] += 1
+                return
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: dict(getattr(self, k)) for k in ("docs_in", "docs_out", "bytes_in", "bytes_out", "reasons")}
+
+
+def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path) -> dict[str, Any]:
+    """Run stage 1 on one partition unless its completion marker exists; returns its summary."""
+    work = Path(work)
+    name = part_name(part.index)
+    dirs = {k: work / "stage1" / k for k in ("docs", "removed", "quarantine", "stats", "filterstats", "done")}
+    marker = dirs["done"] / name
+    if marker.exists():
+        return json.loads((dirs["stats"] / f"{name}.json").read_text()) | {"skipped": True}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    steps = DocumentSteps(cfg)
+    enabled = [s for s in steps.enabled_steps() if s not in ("exact_dedup", "near_dedup")]
+    fields = text_fields(cfg)
+    counter = _StepCounter()
+    quarantine: Counter[str] = Counter()
+    stat_values: dict[str, list[float]] = defaultdict(list)
+    rows: dict[str, list[Any]] = {f.name: [] for f in DOC_SCHEMA}
+    removed_lines: list[str] = []
+    num_in = num_out = bytes_in = 0
+    docs_tmp = dirs["docs"] / f"{name}.parquet.tmp"
+    writer = pq.ParquetWriter(docs_tmp, DOC_SCHEMA)
+    quarantine_tmp = dirs["quarantine"] / f"{name}.jsonl.tmp"
+    row = 0
+
+    def flush() -> None:
+        if rows["order"]:
+            writer.write_table(pa.table(rows, schema=DOC_SCHEMA))
+            for v in rows.values():
+                v.clear()
+
+    with open(quarantine_tmp, "w", encoding="utf-8") as qf:
+        for parsed in read_partition(part):
+            order = (part.index << 32) | row
+            row += 1
+            if parsed.error is None:
+                parsed = extract_fields(parsed, cfg.id_field, fields)
+            if parsed.error is not None:
+                quarantine[parsed.error] += 1
+                qf.write(json.dumps({"source": parsed.source, "offset": parsed.offset, "reason": parsed.error,
+                                     "raw": parsed.raw}, ensure_ascii=False) + "\n")
+                continue
+            rec = parsed.record
+            assert rec is not None
+            doc_id = rec[cfg.id_field]
+            raw_text = record_text(rec, fields)
+            raw_bytes = len(raw_text.encode())
+            num_in += 1
+            bytes_in += raw_bytes
+            if cfg.format == "pretrain":
+                res = steps.run(rec[cfg.text_field])
+                out_fields = {cfg.text_field: res.text}
+            else:
+                res, out_fields = _run_record(steps, rec, fields, raw_text)
+            counter.add(enabled, res.steps_passed, res.removed_by, res.reason, raw_bytes, res.text_after)
+            for k, v in res.stats.items():
+                stat_values[k].append(float(v))
+            if res.text is None:
+                removed_lines.append(json.dumps({"id": doc_id, "order": order, "step": res.removed_by,
+                                                 "reason": res.reason, "duplicate_of": None}))
+                continue
+            num_out += 1
+            text = res.text if cfg.format == "pretrain" else json.dumps(out_fields, ensure_ascii=False)
+            sig = steps.signature(res.text) if cfg.minhash.enabled else np.empty(0, np.uint32)
+            extra = {k: v for k, v in rec.items() if k not in fields}
+            rows["order"].append(order)
+            rows["id"].append(doc_id)
+            rows["text"].append(text)
+            rows["record"].append(json.dumps(extra, ensure_ascii=False, default=str))
+            rows["exact_key"].append(steps.exact_key(res.text))
+            rows["sig"].append(sig.tobytes())
+            if len(rows["order"]) >= BATCH_ROWS:
+                flush()
+    flush()
+    writer.close()
+    os.replace(docs_tmp, dirs["docs"] / f"{name}.parquet")
+    os.replace(quarantine_tmp, dirs["quarantine"] / f"{name}.jsonl")
+    _atomic_write_text(dirs["removed"] / f"{name}.jsonl", "".join(line + "\n" for line in removed_lines))
+    longest = max((len(v) for v in stat_values.values()), default=0)
+    table = pa.table({k: pa.array(v + [None] * (longest - len(v)), pa.float32()) for k, v in stat_values.items()})
+    pq.write_table(table, dirs["filterstats"] / f"{name}.parquet")
+    summary = {"partition": part.index, "docs_in": num_in, "docs_out": num_out, "bytes_in": bytes_in,
+               "quarantined": dict(quarantine), "steps": counter.as_dict(), "skipped": False}
+    _atomic_write_text(dirs["stats"] / f"{name}.json", json.dumps(summary))
+    marker.write_text("done\n")
+    return summary
+
+
+def _run_record(steps: DocumentSteps, rec: dict[str, Any], fields: tuple[str, ...], raw_text: str):
+    """Per-document steps for sft/preference/prompts records: normalise and scrub every field; the
+    language filter looks at the joined fields; web-text quality rules are not applied."""
+    from orchestrator.data import filters
+    from orchestrator.data.steps import DocResult
+
+    cfg = steps.cfg
+    out = {f: steps.normalize(rec[f]) for f in fields}
+    passed: list[str] = ["normalize"] if cfg.normalize.enabled else []
+    sizes = {"normalize": len(record_text(out, fields).encode())} if passed else {}
+    stats: dict[str, float] = {}
+    if cfg.language.enabled:
+        verdict = filters.language(record_text(out, fields), cfg.language)
+        stats.update(verdict.stats)
+        if not verdict.keep:
+            return DocResult(None, "language", verdict.reason, stats, 0, tuple(passed), sizes), out
+        passed.append("language")
+        sizes["language"] = sizes.get("normalize", len(raw_text.encode()))
+    replaced = 0
+    if cfg.pii.enabled:
+        for f in fields:
+            out[f], n = steps.scrub(out[f])
+            replaced += n
+        passed.append("pii")
+        sizes["pii"] = len(record_text(out, fields).encode())
+    stats["pii_replacements"] = replaced
+    return DocResult(record_text(out, fields), None, None, stats, replaced, tuple(passed), sizes), out
