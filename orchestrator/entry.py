@@ -61,6 +61,9 @@ def execute(cfg: JobConfig) -> Any:
     if cfg.dry_run:
         print(dry_run_text(cfg))
         return None
+    from orchestrator.quiet import quiet_libraries
+
+    quiet_libraries()
     return resolve_runner(cfg.kind)(cfg)
 
 

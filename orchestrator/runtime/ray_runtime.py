@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from orchestrator.config.cluster import ClusterConfig
+from orchestrator.quiet import quiet_env
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def worker_env(cluster: ClusterConfig) -> dict[str, str]:
     if not cluster.use_gpu:
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed would otherwise probe for CUDA and fail
         env["OMP_NUM_THREADS"] = str(cluster.cpus_per_worker)
+    env.update(quiet_env())
     env.update(cluster.env)
     return env
 
