@@ -1,0 +1,272 @@
+"""The four PPO roles as plain classes; :mod:`orchestrator.rlhf.placement` turns them into Ray actors.
+
+* :class:`PolicyRole` - ``actor`` (trained, generates) and ``reference`` (frozen copy of the initial
+  policy, scores log-probs).
+* :class:`CriticRole` - value head on an LM backbone (trained).
+* :class:`RewardRole` - frozen reward model (scalar at the last response token) or a rule-based
+  ``reward_fn`` on the decoded text.
+
+Trained roles run a DeepSpeed engine (the project's :func:`init_engine`: ZeRO stage, precision and
+clipping from ``parallel``/``trainer``). A role with ``num_workers > 1`` forms its own gloo/NCCL group;
+each rank takes a contiguous share of every minibatch, and losses are normalised by the token count
+of the *whole* minibatch times the data-parallel size, so DeepSpeed's gradient averaging yields
+exactly the single-process minibatch token-mean gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import socket
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from orchestrator.rlhf.batches import token_logprobs
+from orchestrator.rlhf.losses import entropy_from_logits, logprobs_from_logits, policy_loss, value_loss
+from orchestrator.rlhf.masked import masked_mean
+from orchestrator.rlhf.rollout import response_slice
+
+DS_TAG = "ds"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RoleBase:
+    """Common set-up: threads, seed, (for trained roles) the process group and the engine."""
+
+    role = "base"
+
+    def __init__(self, cfg: Any, rank: int = 0, world_size: int = 1, master: Optional[str] = None) -> None:
+        self.cfg, self.rank, self.world_size, self.master = cfg, rank, world_size, master
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        torch.manual_seed(cfg.trainer.seed + rank)
+        self.engine: Any = None
+
+    def ping(self) -> str:
+        return f"{self.role}:{self.rank}/{self.world_size} pid={os.getpid()}"
+
+    def _init_dist(self) -> None:
+        import deepspeed
+
+        os.environ.update(LOCAL_RANK="0", RANK=str(self.rank), WORLD_SIZE=str(self.world_size))
+        backend = "nccl" if self.cfg.cluster.use_gpu else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, init_method=f"tcp://{self.master}",
+                                   rank=self.rank, world_size=self.world_size)
+
+    def _make_engine(self, module: torch.nn.Module, lr: float, total_updates: int) -> Any:
+        from orchestrator.config.plan import make_train_plan
+        from orchestrator.engine.initialize import init_engine
+
+        p = self.cfg.ppo
+        micro = self.cfg.parallel.micro_batch_size
+        accum = p.minibatch_size // (micro * self.world_size)
+        plan = dataclasses.replace(make_train_plan(self.cfg), world_size=self.world_size, dp_size=self.world_size,
+                                   tp_size=1, pp_size=1, grad_accum_steps=accum, micro_batch_size=micro,
+                                   global_batch_size=p.minibatch_size)
+        self._init_dist()
+        return init_engine(module, self.cfg, plan, max_steps=total_updates, lr=lr)
+
+    def _micro_batches(self, mb: dict[str, Any]) -> list[dict[str, Any]]:
+        from orchestrator.rlhf.rollout import select
+
+        n = mb["input_ids"].shape[0]
+        size = self.cfg.parallel.micro_batch_size
+        import numpy as np
+
+        return [select(mb, np.arange(i, min(i + size, n))) for i in range(0, n, size)]
+
+    # ---------------------------------------------------------------- checkpoint (trained roles)
+    def save(self, ckpt_dir: str) -> None:
+        """Collective over the role's ranks: engine (weights, optimizer, LR schedule) + this rank's RNG."""
+        import json
+
+        from orchestrator.engine.checkpoint import atomic_write_text, capture_rng
+
+        d = Path(ckpt_dir) / self.role
+        d.mkdir(parents=True, exist_ok=True)
+        if self.engine is not None:
+            self.engine.save_checkpoint(str(d), tag=DS_TAG, save_latest=False)
+        atomic_write_text(d / f"rng_rank_{self.rank}.json", json.dumps(capture_rng()))
+
+    def load(self, ckpt_dir: str) -> None:
+        import json
+
+        from orchestrator.engine.checkpoint import restore_rng
+
+        d = Path(ckpt_dir) / self.role
+        if self.engine is not None:
+            path, _ = self.engine.load_checkpoint(str(d), tag=DS_TAG, load_optimizer_states=True,
+                                                  load_lr_scheduler_states=True)
+            if path is None:
+                raise FileNotFoundError(f"no {self.role} engine state in {d}")
+        rng = d / f"rng_rank_{self.rank}.json"
+        if rng.is_file():
+            restore_rng(json.loads(rng.read_text()))
+
+    def die(self) -> None:
+        """Fault injection for tests: the process exits hard."""
+        os._exit(1)
+
+
+def _fwd_kwargs(batch: dict[str, Any]) -> dict[str, Any]:
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "position_ids": batch["position_ids"]}
+
+
+class PolicyRole(RoleBase):
+    """The policy (``trainable``: the PPO actor) or its frozen reference."""
+
+    def __init__(self, cfg: Any, model_dir: str, trainable: bool, total_updates: int = 1, rank: int = 0,
+                 world_size: int = 1, master: Optional[str] = None) -> None:
+        super().__init__(cfg, rank, world_size, master)
+        from transformers import AutoModelForCausalLM
+
+        self.role = "actor" if trainable else "reference"
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        if trainable:
+            self.engine = self._make_engine(model, cfg.trainer.lr, total_updates)
+            self.model = self.engine.module
+        else:
+            model.requires_grad_(False)
+            model.eval()
+            self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int, pad_id: int) -> torch.Tensor:
+        """Sampled responses [B, R] (R <= max_new_tokens) for left-padded prompts, KV cache on.
+
+        The torch RNG is seeded from (``seed``, rank) right before sampling, so a recomputed step
+        (resume, recovery) draws exactly the same responses.
+        """
+        p = self.cfg.ppo
+        torch.manual_seed(seed * 1000 + self.rank)
+        self.model.eval()
+        out = self.model.generate(
+            input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"], do_sample=True,
+            temperature=p.temperature, top_p=p.top_p, top_k=0, max_new_tokens=p.max_new_tokens,
+            eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True)
+        return out[:, prompts["input_ids"].shape[1]:]
+
+    @torch.no_grad()
+    def logprobs(self, batch: dict[str, Any]) -> torch.Tensor:
+        """[B, R] log-probabilities of the response tokens."""
+        self.model.eval()
+        return response_slice(token_logprobs(self.model, batch), batch["prompt_len"], shifted=True)
+
+    def train_minibatch(self, mb: dict[str, Any], num_tokens: float) -> dict[str, float]:
+        """One optimizer step on this rank's share of a minibatch (see module docstring)."""
+        p, P = self.cfg.ppo, mb["prompt_len"]
+        self.engine.train()
+        stats: dict[str, float] = {}
+        for micro in self._micro_batches(mb):
+            logits = self.engine(**_fwd_kwargs(micro), use_cache=False).logits[:, :-1]
+            logits = logits[:, P - 1:]
+            targets = micro["input_ids"][:, P:]
+            logp = logprobs_from_logits(logits, targets)
+            mask = micro["response_mask"]
+            loss, st = policy_loss(logp, micro["old_logprobs"], micro["advantages"], mask, p.clip_eps, num_tokens)
+            entropy = masked_mean(entropy_from_logits(logits), mask, num_tokens)
+            total = (loss - p.entropy_coef * entropy) * self.world_size
+            self.engine.backward(total, scale_wrt_gas=False)
+            self.engine.step()
+            for k, v in {"policy_loss": float(loss.detach()), "entropy": float(entropy.detach()), **st}.items():
+                stats[k] = stats.get(k, 0.0) + v
+        return stats
+
+    def export(self, out_dir: str) -> str:
+        self.model.save_pretrained(out_dir, safe_serialization=True)
+        return out_dir
+
+    def state_fingerprint(self) -> float:
+        """Sum of all weights (tests compare runs with it)."""
+        return float(sum(p.detach().double().sum() for p in self.model.parameters()))
+
+
+class CriticRole(RoleBase):
+    role = "critic"
+
+    def __init__(self, cfg: Any, model_dir: str, total_updates: int = 1, rank: int = 0, world_size: int = 1,
+                 master: Optional[str] = None) -> None:
+        super().__init__(cfg, rank, world_size, master)
+        from orchestrator.models.heads import load_scalar_model
+
+        model = load_scalar_model(model_dir, kind="value")
+        self.engine = self._make_engine(model, cfg.ppo.critic_lr or cfg.trainer.lr, total_updates)
+        self.model = self.engine.module
+
+    @torch.no_grad()
+    def values(self, batch: dict[str, Any]) -> torch.Tensor:
+        self.model.eval()
+        return response_slice(self.model(**_fwd_kwargs(batch)), batch["prompt_len"], shifted=False)
+
+    def train_minibatch(self, mb: dict[str, Any], num_tokens: float) -> dict[str, float]:
+        p = self.cfg.ppo
+        self.engine.train()
+        stats: dict[str, float] = {}
+        for micro in self._micro_batches(mb):
+            values = response_slice(self.engine(**_fwd_kwargs(micro)), micro["prompt_len"], shifted=False)
+            loss, st = value_loss(values, micro["old_values"], micro["returns"], micro["response_mask"],
+                                  p.value_clip_eps, num_tokens)
+            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            self.engine.step()
+            for k, v in {"value_loss": float(loss.detach()), **st}.items():
+                stats[k] = stats.get(k, 0.0) + v
+        return stats
+
+
+class RewardRole(RoleBase):
+    """Frozen reward model, or the rule-based ``ppo.reward_fn`` when ``model_dir`` is None."""
+
+    role = "reward"
+
+    def __init__(self, cfg: Any, model_dir: Optional[str], tokenizer_dir: str, rank: int = 0,
+                 world_size: int = 1, master: Optional[str] = None) -> None:
+        super().__init__(cfg, rank, world_size, master)
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.model = None
+        self.meta: dict[str, Any] = {}
+        if model_dir is not None:
+            from orchestrator.models.heads import load_scalar_model
+
+            self.model = load_scalar_model(model_dir, kind="reward")
+            self.model.requires_grad_(False)
+            self.model.eval()
+            self.meta = dict(self.model.meta)
+        module, _, func = cfg.ppo.reward_fn.partition(":")
+        self.rule = getattr(importlib.import_module(module), func)
+
+    def stats(self) -> dict[str, Any]:
+        """The reward model's stored mean/std (for the reward normaliser), if any."""
+        return {k: self.meta[k] for k in ("reward_mean", "reward_std") if k in self.meta}
+
+    def decode(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
+        P = batch["prompt_len"]
+        prompts, responses = [], []
+        for ids, att, rmask in zip(batch["input_ids"], batch["attention_mask"], batch["response_mask"]):
+            prompt_ids = ids[:P][att[:P].bool()]
+            resp = ids[P:][rmask.bool()]
+            resp = resp[resp != self.tok.eos_token_id]
+            prompts.append(self.tok.decode(prompt_ids))
+            responses.append(self.tok.decode(resp))
+        return prompts, responses
+
+    @torch.no_grad()
+    def score(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``score`` [B] (reward model at the last response token, else the rule) and ``rule_score``."""
+        from orchestrator.models.heads import last_token_values
+
+        prompts, responses = self.decode(batch)
+        rule = torch.tensor(self.rule(prompts, responses), dtype=torch.float32)
+        if self.model is None:
+            return {"score": rule, "rule_score": rule}
+        values = self.model(**_fwd_kwargs(batch))
+        return {"score": last_token_values(values, batch["attention_mask"]), "rule_score": rule}
