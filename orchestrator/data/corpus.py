@@ -107,7 +107,7 @@ def demo_raw_records(num_docs: int, seed: int = 0) -> Iterator[Any]:
     """The demo corpus as JSON-able records (dicts) and, for the malformed lines, raw ``bytes``.
 
     About: ``num_docs`` originals (10 % with PII, a third without an id), 6 % exact copies, 4 %
-    reformatted copies, 6 % near copies (2 % word edits), 7 % junk documents (one per filter), 1 %
+    reformatted copies, 6 % near copies (1 % word edits), 7 % junk documents (one per filter), 1 %
     malformed lines (bad JSON, non-UTF-8, missing text).
     """
     rng = random.Random(seed)
@@ -129,7 +129,7 @@ def demo_raw_records(num_docs: int, seed: int = 0) -> Iterator[Any]:
     for j in range(max(1, n * 4 // 100)):
         out.append({"id": f"reformat-{j}", "text": reformat(rng.choice(originals), rng), "source": "demo-copy"})
     for j in range(max(1, n * 6 // 100)):
-        out.append({"id": f"near-{j}", "text": edit_words(rng.choice(originals), 0.02, rng, vocab), "source": "demo-copy"})
+        out.append({"id": f"near-{j}", "text": edit_words(rng.choice(originals), 0.01, rng, vocab), "source": "demo-copy"})
     for j in range(max(len(JUNK_KINDS), n * 7 // 100)):
         out.append({"id": f"junk-{j}", "text": junk_document(JUNK_KINDS[j % len(JUNK_KINDS)], rng, vocab), "source": "junk"})
     rng.shuffle(out)

@@ -36,7 +36,7 @@ def shingles(text: str, n: int) -> set[str]:
 
 def shingle_hashes(text: str, n: int) -> np.ndarray:
     """Distinct 64-bit hashes of the shingles."""
-    return np.fromiter((xxhash.xxh64_intdigest(s) for s in shingles(text, n)), dtype=np.uint64)
+    return np.fromiter((xxhash.xxh64_intdigest(s.encode()) for s in shingles(text, n)), dtype=np.uint64)
 
 
 def signature(hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

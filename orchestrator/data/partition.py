@@ -71,7 +71,7 @@ class _StepCounter:
             elif step == removed_by:
                 self.docs_in[step] += 1
                 self.bytes_in[step] += size
-                self.reasons[reason or step] += 1
+                self.reasons[f"{step}/{reason or step}"] += 1
                 return
 
     def as_dict(self) -> dict[str, Any]:

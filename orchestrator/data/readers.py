@@ -201,7 +201,7 @@ def read_partition(part: Partition) -> Iterator[Parsed]:
 
 def generated_id(source: str, offset: int) -> str:
     """Stable id of a record without one: hash of the file name and the record's offset."""
-    return "doc-" + xxhash.xxh64_hexdigest(f"{os.path.basename(source)}:{offset}")
+    return "doc-" + xxhash.xxh64_hexdigest(f"{os.path.basename(source)}:{offset}".encode())
 
 
 def extract_fields(parsed: Parsed, id_field: str, fields: tuple[str, ...]) -> Parsed:

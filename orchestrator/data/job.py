@@ -1,0 +1,234 @@
+"""``data_prep``: raw text -> normalised, filtered, PII-scrubbed, deduplicated, tokenized dataset.
+
+Stages (each rerunnable: completion markers under ``<output_dir>/work``; a rerun skips what is done
+and an interrupted run continues where it stopped):
+
+1. per input partition (Ray Data map): parse (bad records quarantined), normalise, filters, PII,
+   exact key and MinHash signature;
+2. exact and near dedup as Ray Data shuffles (:mod:`orchestrator.data.dedup`);
+3. per partition: kept documents and the removal manifest;
+4. tokenizer (trained when ``data.tokenizer_path`` is null), tokenization per partition (Ray Data
+   map), packing into ``data.seq_len`` blocks, or the sft/preference/prompts records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from orchestrator.config.base import as_dict
+from orchestrator.config.errors import ConfigError
+from orchestrator.config.jobs import DataPrepConfig
+from orchestrator.data import dedup
+from orchestrator.data.finalize import finalize_partition, iter_kept, pack_arrays, tokenize_partition
+from orchestrator.data.inputs import resolve_partitions
+from orchestrator.data.partition import part_name, process_partition
+from orchestrator.data.readers import Partition
+from orchestrator.data.stats import aggregate_step_stats, plot_filter_histograms, stats_metrics
+from orchestrator.data.steps import DocumentSteps
+
+log = logging.getLogger(__name__)
+DOCS_PER_SHUFFLE_PARTITION = 100_000
+
+
+def _fingerprint(cfg: DataPrepConfig, parts: list[Partition]) -> str:
+    """What the work directory's results depend on: the data settings and the input files."""
+    files = sorted({p.path for p in parts})
+    stamp = [(f, Path(f).stat().st_size, int(Path(f).stat().st_mtime)) for f in files]
+    data = {k: v for k, v in as_dict(cfg.data).items() if k not in ("output", "plots")}
+    return hashlib.sha256(json.dumps([data, stamp, [p.as_dict() for p in parts]], sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
+def _prepare_work(cfg: DataPrepConfig, work: Path, fingerprint: str) -> None:
+    """Keep the work directory only when it belongs to the same inputs and settings."""
+    fp = work / "fingerprint"
+    if work.exists() and (cfg.resume == "never" or not fp.exists() or fp.read_text() != fingerprint):
+        log.warning("data_prep: discarding %s (inputs or settings changed, or resume=never)", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    fp.write_text(fingerprint)
+
+
+def _map_partitions(fn, items: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
+    """Run ``fn(**item, **kwargs)`` for each item as a Ray Data map (one block per item)."""
+    import ray.data
+
+    if not items:
+        return []
+
+    def call(row: dict[str, Any]) -> dict[str, Any]:
+        return {"result": json.dumps(fn(**json.loads(row["args"]), **kwargs))}
+
+    ds = ray.data.from_items([{"args": json.dumps(i)} for i in items], override_num_blocks=len(items))
+    return [json.loads(r["result"]) for r in ds.map(call).take_all()]
+
+
+def _stage1(parts: list[Partition], cfg: DataPrepConfig, work: Path) -> list[dict[str, Any]]:
+    todo = [p for p in parts if not (work / "stage1" / "done" / part_name(p.index)).exists()]
+    log.info("data_prep stage 1: %d partitions (%d already done)", len(todo), len(parts) - len(todo))
+    _map_partitions(_stage1_task, [{"part": p.as_dict()} for p in todo], cfg=cfg.data, work=str(work))
+    return [json.loads((work / "stage1" / "stats" / f"{part_name(p.index)}.json").read_text()) for p in parts]
+
+
+def _stage1_task(part: dict[str, Any], cfg: Any, work: str) -> dict[str, Any]:
+    return process_partition(Partition(**part), cfg, work)
+
+
+def _stage2(parts: list[Partition], cfg: DataPrepConfig, work: Path, num_docs: int) -> dict[str, Any]:
+    d = cfg.data
+    files = [str(work / "stage1" / "docs" / f"{part_name(p.index)}.parquet") for p in parts]
+    buckets = d.shuffle_partitions or max(2, -(-num_docs // DOCS_PER_SHUFFLE_PARTITION))
+    result: dict[str, Any] = {}
+    for step, enabled in (("exact", d.exact_dedup.enabled), ("near", d.minhash.enabled)):
+        marker = work / "dedup" / f"{step}.done"
+        if not enabled:
+            continue
+        if marker.exists():
+            result[step] = json.loads(marker.read_text())
+            continue
+        out = work / "dedup" / step
+        shutil.rmtree(out, ignore_errors=True)
+        if step == "exact":
+            result[step] = {"removed": dedup.run_exact_dedup(files, out, buckets)}
+        else:
+            result[step] = dedup.run_near_dedup(files, out, buckets, d.minhash)
+        marker.write_text(json.dumps(result[step]))
+    return result
+
+
+def _tokenizer(cfg: DataPrepConfig, work: Path, out: Path) -> Path:
+    d = cfg.data
+    if d.tokenizer_path:
+        return Path(d.tokenizer_path)
+    from orchestrator.data.tokenizer import train_bpe_tokenizer
+
+    tok_dir = work / "tokenizer"
+    if (tok_dir / "done").exists():
+        return tok_dir
+    names = (d.text_field,) if d.format == "pretrain" else \
+        {"sft": ("prompt", "response"), "preference": ("prompt", "chosen", "rejected"), "prompts": ("prompt",)}[d.format]
+    texts = (str(rec[n]) for rec in iter_kept(out) for n in names)
+    train_bpe_tokenizer(texts, d.vocab_size, tok_dir)
+    (tok_dir / "done").write_text("done\n")
+    return tok_dir
+
+
+def _build_dataset(cfg: DataPrepConfig, parts: list[Partition], work: Path, out: Path, dataset_dir: Path,
+                   source: dict[str, Any]) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from orchestrator.data.shards import write_packed_dataset, write_records_dataset
+
+    d = cfg.data
+    tok_dir = _tokenizer(cfg, work, out)
+    if d.format != "pretrain":
+        return write_records_dataset(dataset_dir, d.format, iter_kept(out), tokenizer_dir=tok_dir, source=source)
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    eos = tok.eos_token_id
+    if eos is None:
+        raise ConfigError("data.tokenizer_path", "the tokenizer has no EOS token", "use a tokenizer with an eos_token")
+    tok_json = tok_dir / "tokenizer.json"
+    _map_partitions(tokenize_partition, [{"index": p.index} for p in parts],
+                    tokenizer_json=str(tok_json), eos_id=int(eos), text_field=d.text_field, work=str(work), out=str(out))
+    import numpy as np
+
+    streams = (np.load(work / "tokens" / f"{part_name(p.index)}.npy", mmap_mode="r") for p in parts)
+    return write_packed_dataset(dataset_dir, pack_arrays(streams, d.seq_len), seq_len=d.seq_len, vocab_size=len(tok),
+                                eos_token_id=int(eos), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                tokenizer_dir=tok_dir, source=source)
+
+
+def _merge_quarantine(parts: list[Partition], work: Path, out: Path) -> Path:
+    path = out / "quarantine.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for p in parts:
+            f.write((work / "stage1" / "quarantine" / f"{part_name(p.index)}.jsonl").read_text(encoding="utf-8"))
+    return path
+
+
+def _run_stages(cfg: DataPrepConfig, pattern: str, parts: list[Partition], work: Path, out: Path,
+                dataset_dir: Path, fingerprint: str, run_id: Optional[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    d = cfg.data
+    s1 = _stage1(parts, cfg, work)
+    num_docs = sum(s["docs_in"] for s in s1)
+    if num_docs == 0:
+        _merge_quarantine(parts, work, out)
+        bad = sum(sum(s["quarantined"].values()) for s in s1)
+        raise ConfigError("data.input", f"{pattern!r} holds no usable record ({bad} quarantined, see "
+                          f"{out / 'quarantine.jsonl'})" if bad else f"{pattern!r} holds no records",
+                          f"check data.text_field={d.text_field!r}, data.format and the file contents")
+    dedup_result = _stage2(parts, cfg, work, sum(s["docs_out"] for s in s1))
+    s3 = _map_partitions(finalize_partition, [{"index": p.index} for p in parts], cfg=d, work=str(work), out=str(out))
+    stats = aggregate_step_stats(DocumentSteps(d).enabled_steps(), s1, s3)
+    stats["dedup"] = dedup_result
+    stats["partitions"] = {"total": len(parts), "stage1_skipped": sum(bool(s.get("skipped")) for s in s1),
+                           "stage3_skipped": sum(bool(s.get("skipped")) for s in s3)}
+    _merge_quarantine(parts, work, out)
+    if stats["docs_kept"] == 0:
+        raise ConfigError("data", "every document was removed by the filters (see the removals/ manifest)",
+                          "relax the thresholds or disable steps (e.g. data.c4.enabled=false)")
+    source = {"input": pattern, "fingerprint": fingerprint, "docs_in": stats["docs_in"],
+              "docs_kept": stats["docs_kept"], "run_id": run_id}
+    manifest = _build_dataset(cfg, parts, work, out, dataset_dir, source)
+    for k in ("num_tokens", "num_blocks", "num_records"):
+        if k in manifest:
+            stats[k] = manifest[k]
+    stats["digest"] = manifest["digest"]
+    return stats, manifest
+
+
+def run_data_prep(cfg: DataPrepConfig) -> dict[str, Any]:
+    """Run the whole data_prep job; returns output dir, dataset dir, manifest digest, per-step counts
+    and the MLflow run id.
+
+    Raises:
+        ConfigError: empty or unreadable input, or every document removed.
+    """
+    from orchestrator.runtime.ray_runtime import ray_session
+
+    d = cfg.data
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    dataset_dir = Path(d.output) if d.output else out / "dataset"
+    pattern, parts = resolve_partitions(out, d)
+    fingerprint = _fingerprint(cfg, parts)
+    _prepare_work(cfg, work, fingerprint)
+    tracker = None
+    if cfg.tracking.enabled:
+        from orchestrator.tracking import JobTracker
+
+        tracker = JobTracker.start(cfg)
+    with tracker if tracker is not None else contextlib.nullcontext():
+        with ray_session(cfg.cluster):
+            stats, manifest = _run_stages(cfg, pattern, parts, work, out, dataset_dir, fingerprint,
+                                          tracker.run_id if tracker else None)
+        (out / "stats.json").write_text(json.dumps(stats, indent=2))
+        plot = None
+        if d.plots:
+            plot = plot_filter_histograms(sorted(str(p) for p in (work / "stage1" / "filterstats").glob("*.parquet")),
+                                          out / "plots")
+        if tracker is not None:
+            _log_to_mlflow(tracker, stats, out, plot, dataset_dir)
+    steps = {s["step"]: {"in": s["docs_in"], "out": s["docs_out"]} for s in stats["steps"]}
+    log.info("data_prep: %d documents in, %d kept, %d quarantined; dataset %s (digest %s)",
+             stats["docs_in"], stats["docs_kept"], stats["quarantined"], dataset_dir, manifest["digest"][:12])
+    return {"output_dir": str(out), "dataset_dir": str(dataset_dir), "manifest_digest": manifest["digest"],
+            "steps": steps, "docs_in": stats["docs_in"], "docs_kept": stats["docs_kept"],
+            "quarantined": stats["quarantined"], "run_id": tracker.run_id if tracker else None,
+            "stats_path": str(out / "stats.json")}
+
+
+def _log_to_mlflow(tracker: Any, stats: dict[str, Any], out: Path, plot: Optional[Path], dataset_dir: Path) -> None:
+    """Metrics, stats and plots, and the produced dataset as a run input (digest) for lineage."""
+    tracker.log_metrics({f"data_prep.{k}": v for k, v in stats_metrics(stats).items()}, step=0)
+    tracker.log_artifact(out / "stats.json", "data_prep")
+    if plot is not None:
+        tracker.log_artifact(plot, "data_prep/plots")
+    tracker.log_dataset(dataset_dir, context="output")
