@@ -27,7 +27,9 @@ class PipelineSpec(Frozen):
     stages: list[StageConfig] = field(default_factory=list)
     """Stages in dependency order."""
     stage_overrides: list[str] = field(default_factory=list)
-    """Overrides applied to every stage (e.g. ``model=tiny``), before each stage's own."""
+    """Overrides applied to every stage, before each stage's own."""
+    train_overrides: list[str] = field(default_factory=list)
+    """Overrides applied to every training stage (all kinds but data_prep), e.g. ``model=tiny``."""
 
     def __post_init__(self) -> None:
         from orchestrator import JOB_KINDS

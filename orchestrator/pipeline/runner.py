@@ -44,7 +44,8 @@ def stage_config(cfg: PipelineConfig, stage: StageConfig, wiring: list[str], par
         f"workspace={cfg.workspace}", f"run_name={stage.name}", f"output_dir={Path(cfg.output_dir) / stage.name}",
         f"tracking.uri={cfg.tracking.uri}", f"tracking.experiment={cfg.tracking.experiment}",
         f"tracking.enabled={cfg.tracking.enabled}", f"resume={'never' if cfg.resume == 'never' else 'auto'}",
-        *_cluster_overrides(cfg), *cfg.pipeline.stage_overrides, *stage.overrides, *wiring,
+        *_cluster_overrides(cfg), *cfg.pipeline.stage_overrides,
+        *(cfg.pipeline.train_overrides if stage.kind != "data_prep" else []), *stage.overrides, *wiring,
     ]
     stage_cfg = load(stage.kind, overrides)
     tracking = dataclasses.replace(
@@ -104,6 +105,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                     rows.append(_row(stage, "FAILED", time.time() - t0, {}))
                     raise
                 outputs = stage_outputs(stage.kind, result, stage_cfg.output_dir)
+                _tag_model_lineage(parent, result, stage_cfg.tracking.tags)
                 write_marker(stage_cfg.output_dir, config_hash=stage_hash, outputs=outputs, result=_jsonable(result))
                 marker = read_valid_marker(stage_cfg.output_dir, stage_hash)
                 assert marker is not None
@@ -121,6 +123,16 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if hint:
         print(hint, flush=True)
     return summary
+
+
+def _tag_model_lineage(parent: JobTracker, result: dict[str, Any], tags: dict[str, str]) -> None:
+    """Put the upstream model version / dataset digest on the stage's registered model version, so
+    the registry alone walks back from the final model to the data."""
+    if not (result.get("model_name") and result.get("model_version")):
+        return
+    for key in ("upstream_model", "upstream_reward_model", "upstream_dataset_digest", "pipeline", "pipeline_stage"):
+        if key in tags:
+            parent.client.set_model_version_tag(result["model_name"], str(result["model_version"]), key, tags[key])
 
 
 def _row(stage: StageConfig, status: str, duration_s: float, result: dict[str, Any]) -> dict[str, Any]:
