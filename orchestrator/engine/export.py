@@ -1,0 +1,59 @@
+"""Export a (possibly ZeRO-3 partitioned) DeepSpeed engine as a plain Hugging Face directory.
+
+Public API:
+    export_hf(engine, out_dir, *, rank, tokenizer_dir=None) -> Optional[Path]   (collective)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+
+def gathered_state_dict(engine: Any, rank: int) -> Optional[dict[str, torch.Tensor]]:
+    """The full state dict on rank 0 (None elsewhere). Collective for ZeRO-3: every rank must call it."""
+    module = engine.module
+    if engine.zero_optimization_partition_weights():
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if rank == 0 else None
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if rank == 0 else None
+
+
+def export_hf(engine: Any, out_dir: str | Path, *, rank: int, tokenizer_dir: Optional[str | Path] = None) -> Optional[Path]:
+    """Write ``config.json``, ``model.safetensors`` (+ generation config) and the tokenizer to ``out_dir``
+    so that ``AutoModelForCausalLM.from_pretrained(out_dir)`` loads and generates with it.
+
+    Written into a temporary sibling and renamed, so ``out_dir`` is either the previous export or the new
+    one. Collective; returns the directory on rank 0, None on other ranks.
+    """
+    state = gathered_state_dict(engine, rank)
+    if rank != 0:
+        _barrier()
+        return None
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    module = engine.module
+    module.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
+    if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
+        for f in Path(tokenizer_dir).iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+    old = out.with_name(f".{out.name}.old{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return out
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()

@@ -1,0 +1,69 @@
+"""Driver side of every DeepSpeed training job: the Ray Train worker group (the only Ray plumbing).
+
+Public API:
+    fit_worker_group(cfg, train_fn, train_loop_config) -> ray.train.Result
+    refuse_unsupported_parallelism(cfg, job) -> None
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.config.errors import ConfigError
+from orchestrator.config.jobs import TrainJobConfig
+
+
+def refuse_unsupported_parallelism(cfg: TrainJobConfig, job: str) -> None:
+    """Tensor/pipeline parallelism arrives with issue 5; refuse it before Ray starts until then."""
+    p = cfg.parallel
+    for key, value in (("parallel.tensor_parallel", p.tensor_parallel), ("parallel.pipeline_parallel", p.pipeline_parallel)):
+        if value > 1:
+            raise ConfigError(key, f"{value} is not supported by {job} yet (ZeRO data parallelism only)",
+                              f"set {key}=1 and use parallel.zero_stage=0..3 to scale")
+
+
+def ray_storage(cfg: TrainJobConfig) -> tuple[str, str]:
+    """(storage_path, name) of the Ray Train run. Without ``cluster.storage_path`` the run directory *is*
+    ``output_dir`` (its parent + its name), so our committed checkpoints lie inside Ray's experiment
+    directory and are registered in place; with a storage path Ray copies each reported checkpoint there."""
+    if cfg.cluster.storage_path:
+        return cfg.cluster.storage_path, cfg.run_name
+    out = Path(cfg.output_dir)
+    return str(out.parent), out.name
+
+
+def checkpoints_in_place(cfg: TrainJobConfig) -> bool:
+    """Whether reported checkpoints are registered where they are (see :func:`ray_storage`)."""
+    return not cfg.cluster.storage_path
+
+
+def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], None],
+                     train_loop_config: dict[str, Any]) -> Any:
+    """Run ``train_fn`` on ``cluster.num_workers`` Ray Train workers and wait for it.
+
+    gloo on CPU / NCCL on GPU; ``trainer.max_failures`` restarts the whole group (the workers resume
+    from the newest reported checkpoint). Must run inside :func:`orchestrator.runtime.ray_runtime.ray_session`.
+
+    Raises:
+        ray.train.TrainingFailedError: the group failed more than ``max_failures`` times.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    c = cfg.cluster
+    storage, name = ray_storage(cfg)
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config=train_loop_config,
+        torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
+                                     resources_per_worker={"CPU": c.cpus_per_worker}),
+        run_config=RunConfig(
+            name=name, storage_path=storage,
+            failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
+            # Checkpoints are committed and pruned by our CheckpointManager; Ray only references them.
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
+        ),
+    )
+    return trainer.fit()

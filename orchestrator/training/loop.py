@@ -1,0 +1,230 @@
+"""The per-worker training loop shared by pretrain, SFT and reward-model training.
+
+A job plugs in two things and gets checkpointing, exact resume, fault injection, metrics and eval:
+
+* a **batch source** (:class:`BatchSource`): ``next_step() -> list[dict[str, Tensor]]`` returns this
+  rank's micro-batches for the next optimizer step (``plan.grad_accum_steps`` of them), ``num_tokens(mb)``
+  counts the tokens of one micro-batch that count for throughput, and ``state_dict()`` /
+  ``load_state_dict()`` hold its position (saved in every checkpoint);
+* an **objective** (:data:`Objective`): ``objective(engine, micro_batch) -> (loss, metrics)`` runs the
+  forward pass through the DeepSpeed engine and returns the scalar loss to backpropagate plus any
+  floats to log (averaged over micro-batches and dp ranks). :func:`causal_lm_objective` is pretraining's;
+  SFT uses the same with masked labels, a reward model returns its pairwise loss.
+
+Usage (inside a worker; see :mod:`orchestrator.training.pretrain_worker` for the full wiring)::
+
+    engine = init_engine(model, cfg, plan)
+    ckpts = CheckpointManager(out / "checkpoints", cfg.trainer.keep_checkpoints, rank, world)
+    state = restore(engine, source, ckpts, resume_dir) if resume_dir else TrainState()
+    state = train_loop(engine, source, objective, LoopSpec.from_config(cfg, plan, out), state=state,
+                       checkpoints=ckpts, reporter=reporter, sink=metrics_logger_or_None,
+                       extra_state={"config_hash": ..., "mlflow_run_id": ...})
+    metrics = evaluate(engine, eval_batches, objective)   # {"eval_loss", "eval_ppl"}
+
+Nothing here imports Ray: reporting goes through :class:`orchestrator.training.reporting.Reporter`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Protocol
+
+import torch
+import torch.distributed as dist
+
+from orchestrator.engine.checkpoint import CheckpointManager, step_tag
+from orchestrator.training.metrics import StepLog, grad_norm, mfu
+
+Objective = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+
+class BatchSource(Protocol):
+    def next_step(self) -> list[dict[str, torch.Tensor]]: ...
+    def num_tokens(self, micro_batch: dict[str, torch.Tensor]) -> int: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class MetricsSink(Protocol):
+    """Rank 0's metric logger (``orchestrator.tracking.MetricsLogger``): idempotent per step."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def causal_lm_objective(engine: Any, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-token cross-entropy (transformers shifts ``labels``; -100 labels are ignored)."""
+    out = engine(input_ids=mb["input_ids"], attention_mask=mb.get("attention_mask"), labels=mb["labels"])
+    return out.loss, {}
+
+
+@dataclass
+class LoopSpec:
+    """Loop settings (from ``trainer.*`` and the plan)."""
+
+    max_steps: int
+    output_dir: str
+    save_every: int = 0
+    log_every: int = 1
+    eval_every: int = 0
+    fail_at_step: Optional[int] = None
+    num_params: int = 0
+    peak_tflops_per_worker: float = 1.0
+    zero_stage: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Any, plan: Any, output_dir: str, num_params: int) -> "LoopSpec":
+        t = cfg.trainer
+        peak = t.peak_tflops_per_worker or (989.0 if cfg.cluster.use_gpu else 1.0)
+        return cls(max_steps=t.max_steps, output_dir=output_dir, save_every=t.save_every, log_every=t.log_every,
+                   eval_every=t.eval_every, fail_at_step=t.fail_at_step, num_params=num_params,
+                   peak_tflops_per_worker=peak, zero_stage=cfg.parallel.zero_stage)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    """Optimizer steps completed."""
+    tokens_seen: int = 0
+    """Tokens consumed over all dp ranks."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Job-level client state carried through checkpoints (config hash, MLflow run id, ...)."""
+    last_checkpoint: Optional[str] = None
+
+
+def _all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= dist.get_world_size()
+    return values
+
+
+def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def maybe_inject_failure(spec: LoopSpec, step: int, rank: int, world_size: int) -> None:
+    """Fault injection (``trainer.fail_at_step``): the last-but-zero rank 1 (or 0 alone) dies hard at the
+    start of ``step`` once; a marker file in ``output_dir`` makes the restarted run go past it."""
+    if spec.fail_at_step is None or step != spec.fail_at_step or rank != min(1, world_size - 1):
+        return
+    marker = Path(spec.output_dir) / f".fail_at_step_{step}.done"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("injected\n")
+    print(f"[fault injection] rank {rank} exits hard at step {step}", flush=True)
+    os._exit(1)
+
+
+def memory_gib() -> float:
+    """Peak device memory (GPU) or peak resident memory of this process (CPU), GiB."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def restore(engine: Any, source: BatchSource, checkpoints: CheckpointManager, ckpt_dir: str) -> TrainState:
+    """Load a committed checkpoint into the engine and the batch source; returns the state to continue from."""
+    st = checkpoints.load(engine, ckpt_dir)
+    source.load_state_dict(st["sampler"])
+    return TrainState(step=int(st["step"]), tokens_seen=int(st["tokens_seen"]), extra=dict(st.get("extra", {})),
+                      last_checkpoint=str(ckpt_dir))
+
+
+def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: LoopSpec, *,
+               checkpoints: CheckpointManager, reporter: Any, state: Optional[TrainState] = None,
+               sink: Optional[MetricsSink] = None, extra_state: Optional[dict[str, Any]] = None,
+               eval_fn: Optional[Callable[[], dict[str, float]]] = None) -> TrainState:
+    """Train from ``state.step`` to ``spec.max_steps``; checkpoint every ``save_every`` steps and at the end.
+
+    Rank 0 appends each step's metrics to ``<output_dir>/steps.jsonl`` (the job's per-step record; a
+    recovered step overwrites its earlier line when read) and to ``sink``. Returns the final state.
+    """
+    state = state or TrainState()
+    state.extra.update(extra_state or {})
+    rank, world = reporter.world_rank, reporter.world_size
+    steplog = StepLog(Path(spec.output_dir) / "steps.jsonl") if rank == 0 else None
+    engine.train()
+    while state.step < spec.max_steps:
+        step = state.step + 1
+        maybe_inject_failure(spec, step, rank, world)
+        t0 = time.perf_counter()
+        micro = source.next_step()
+        sums = torch.zeros(1, dtype=torch.float64)
+        extras: dict[str, float] = {}
+        tokens = 0
+        gnorm: Optional[float] = None
+        lr = float(engine.get_lr()[0])  # the LR this step applies (the schedule advances in engine.step)
+        for i, mb in enumerate(micro):
+            loss, more = objective(engine, mb)
+            engine.backward(loss)
+            if spec.zero_stage == 0 and i == len(micro) - 1:
+                gnorm = grad_norm(engine.module)  # DeepSpeed does not record it for ZeRO-0
+            engine.step()
+            sums += loss.detach().double()
+            tokens += source.num_tokens(mb)
+            for k, v in more.items():
+                extras[k] = extras.get(k, 0.0) + float(v) / len(micro)
+        keys = sorted(extras)
+        packed = torch.tensor([sums.item() / len(micro)] + [extras[k] for k in keys], dtype=torch.float64)
+        packed = _all_reduce_mean(packed)
+        total_tokens = int(_all_reduce_sum(torch.tensor([tokens], dtype=torch.int64)).item())
+        dt = time.perf_counter() - t0
+        state.step, state.tokens_seen = step, state.tokens_seen + total_tokens
+        if gnorm is None:
+            g = engine.get_global_grad_norm()
+            gnorm = float(g) if g is not None else float("nan")
+        tps = total_tokens / dt if dt > 0 else 0.0
+        metrics = {"loss": float(packed[0]), "lr": lr, "grad_norm": gnorm,
+                   "tokens_per_s": tps, "step_time_s": dt, "tokens_seen": float(state.tokens_seen),
+                   "mfu": mfu(spec.num_params, tps, spec.peak_tflops_per_worker, world), "memory_gib": memory_gib(),
+                   **{k: float(packed[1 + j]) for j, k in enumerate(keys)}}
+        if eval_fn is not None and spec.eval_every and step % spec.eval_every == 0 and step < spec.max_steps:
+            metrics.update(eval_fn())
+            engine.train()
+        if rank == 0:
+            steplog.append(step, metrics)
+            if sink is not None and step % spec.log_every == 0:
+                sink.log(metrics, step)
+        if step == spec.max_steps or (spec.save_every and step % spec.save_every == 0):
+            path = checkpoints.save(engine, step_tag(step), _client_state(state, source))
+            state.last_checkpoint = str(path)
+            reporter.report({"step": step, "loss": metrics["loss"]}, str(path))
+    return state
+
+
+def _client_state(state: TrainState, source: BatchSource) -> dict[str, Any]:
+    return {"step": state.step, "tokens_seen": state.tokens_seen, "sampler": source.state_dict(),
+            "extra": state.extra, "world_size": int(os.environ.get("WORLD_SIZE", "1")) if not dist.is_initialized()
+            else dist.get_world_size()}
+
+
+@torch.no_grad()
+def evaluate(engine: Any, micro_batches: Iterable[dict[str, torch.Tensor]], objective: Objective,
+             num_tokens: Callable[[dict[str, torch.Tensor]], int]) -> dict[str, float]:
+    """Token-weighted mean held-out loss over this rank's ``micro_batches``, reduced over ranks, and its
+    perplexity ``exp(loss)``. Collective: every rank must call it (an empty shard contributes zero)."""
+    engine.eval()
+    acc = torch.zeros(2, dtype=torch.float64)
+    for mb in micro_batches:
+        loss, _ = objective(engine, mb)
+        n = num_tokens(mb)
+        acc += torch.tensor([loss.double().item() * n, n], dtype=torch.float64)
+    acc = _all_reduce_sum(acc)
+    mean = float(acc[0] / acc[1]) if acc[1] > 0 else float("nan")
+    return {"eval_loss": mean, "eval_ppl": math.exp(mean) if mean == mean else float("nan")}
+
+
+def read_steps(output_dir: str) -> dict[int, dict[str, float]]:
+    """The per-step metrics rank 0 recorded (a recomputed step's last record wins)."""
+    return StepLog(Path(output_dir) / "steps.jsonl").read()

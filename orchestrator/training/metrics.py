@@ -1,0 +1,52 @@
+"""Pure training-metric helpers: MFU, gradient norm, and the per-step record file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def mfu(num_params: int, tokens_per_s: float, peak_tflops_per_worker: float, num_workers: int) -> float:
+    """Model FLOPs utilisation: ``6 * N * tokens/s`` (forward + backward of a dense decoder, attention
+    FLOPs ignored) over the aggregate peak ``peak_tflops_per_worker * num_workers``."""
+    peak = peak_tflops_per_worker * 1e12 * num_workers
+    return 6.0 * num_params * tokens_per_s / peak if peak > 0 else 0.0
+
+
+def grad_norm(module: torch.nn.Module) -> float:
+    """Global L2 norm of the (already data-parallel reduced) gradients of ``module``."""
+    sq = 0.0
+    for p in module.parameters():
+        if p.grad is not None:
+            sq += float(p.grad.detach().double().pow(2).sum())
+    return math.sqrt(sq)
+
+
+class StepLog:
+    """Append-only JSONL of ``{"step": k, **metrics}``; reading keeps the last record of each step, so a
+    step recomputed after a recovery replaces the one written before the failure."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def append(self, step: int, metrics: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+            f.flush()
+
+    def read(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        if not self.path.exists():
+            return out
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a crash
+                continue
+            out[int(rec.pop("step"))] = rec
+        return dict(sorted(out.items()))
