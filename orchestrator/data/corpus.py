@@ -152,7 +152,7 @@ def write_jsonl(path: str | Path, records: Iterator[Any]) -> int:
     return count
 
 
-def planted_corpus(num_originals: int, seed: int, edit_rates: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.2),
+def planted_corpus(num_originals: int, seed: int, edit_rates: tuple[float, ...] = (0.0, 0.005, 0.01, 0.05, 0.1, 0.3),
                    copies_per_rate: int = 1, reformatted: int = 1, vocab: Vocabulary | None = None,
                    ) -> list[dict[str, Any]]:
     """Originals plus, for a subset of them, copies at each word-edit rate and reformatted copies.
@@ -165,7 +165,7 @@ def planted_corpus(num_originals: int, seed: int, edit_rates: tuple[float, ...] 
     vocab = vocab or Vocabulary()
     docs: list[dict[str, Any]] = []
     for i in range(num_originals):
-        text = vocab.document(rng)
+        text = vocab.document(rng, paragraphs=(4, 6), sentences=(5, 8))  # 250-600 words
         docs.append({"id": f"o{i}", "text": text, "origin": f"o{i}"})
         if i % 2:  # half the originals get copies
             continue

@@ -194,3 +194,26 @@ def run_near_dedup(doc_files: list[str], out_dir: Path, num_buckets: int, mh: An
         removed.write_parquet(str(out_dir), partition_cols=["part"])
     return {"edges": int(num_edges), "rounds": rounds, "removed": int(count)}
 
+
+
+def dedup_local(orders: np.ndarray, ids: list[str], exact_keys: list[str], sigs: list[bytes], mh: Any,
+                exact: bool = True, near: bool = True) -> dict[int, tuple[str, str]]:
+    """The same group functions on one in-memory batch (tests, benchmarks, tiny inputs):
+    removed order -> (step, duplicate_of id). Exact removals take precedence, as in stage 3."""
+    from orchestrator.data.components import connected_components_local
+
+    orders = np.asarray(orders, np.int64)
+    id_arr = np.asarray(ids, dtype=object)
+    removals: dict[int, tuple[str, str]] = {}
+    if exact:
+        r = exact_group({"order": orders, "id": id_arr, "exact_key": np.asarray(exact_keys, dtype=object)})
+        removals.update({int(o): ("exact_dedup", d) for o, d in zip(r["order"], r["duplicate_of"])})
+    if near:
+        bands = explode_bands({"order": orders, "id": id_arr, "sig": np.asarray(sigs, dtype=object)},
+                              mh.num_bands, mh.rows_per_band, 1)
+        edges = verify_group(bands, mh.threshold, mh.max_comparisons)
+        id_of = dict(zip(orders.tolist(), ids))
+        for node, root in connected_components_local(edges["a"], edges["b"], mh.max_iterations).items():
+            if node != root and node not in removals:
+                removals[node] = ("near_dedup", id_of[root])
+    return removals

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from orchestrator.config.data_prep import PIIConfig
 
 EMAIL_RE = re.compile(r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
-IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]|\.\d)")
+IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
 IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])")
 # +CC (area) ddd-dddd, (ddd) ddd-dddd, ddd-ddd-dddd, ddd.ddd.dddd: at least 7 digits with separators.
 PHONE_RE = re.compile(
