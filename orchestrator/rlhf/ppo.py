@@ -210,9 +210,11 @@ class PPOController:
         cfg = self.cfg
         resume_from = find_resume_checkpoint(self.ckpt_root, cfg.resume)
         failures, recoveries = 0, 0
+        if resume_from is None:  # a fresh run forgets step records of an earlier attempt without checkpoints
+            self.steplog.path.unlink(missing_ok=True)
         self.start_roles()
         if resume_from is not None:
-            self.load_state_dict(load_ppo_state(resume_from, list(self._trained())))
+            self.load_state_dict(load_ppo_state(resume_from, self._trained()))
         last: dict[str, float] = {}
         while self.step < cfg.trainer.max_steps:
             step = self.step + 1

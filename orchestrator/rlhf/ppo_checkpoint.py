@@ -79,7 +79,13 @@ def load_ppo_state(path: Path, role_groups: list[Any]) -> dict[str, Any]:
 def find_resume_checkpoint(root: Path, resume: str) -> Optional[Path]:
     """``auto`` = newest committed checkpoint (None if there is none); ``never`` = None; else the path."""
     if resume == "never":
+        if committed_tags(root):
+            from orchestrator.config.errors import ConfigError
+
+            raise ConfigError("resume", f"{root} already holds checkpoints and resume=never would overwrite them",
+                              "use resume=auto to continue, or another run_name")
         return None
     if resume == "auto":
         return latest_committed(root)
-    return Path(resume)
+    path = Path(resume)
+    return path if is_committed(path) else latest_committed(path)

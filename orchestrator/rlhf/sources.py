@@ -1,0 +1,100 @@
+"""Batch sources over sft / preference records for the shared training loop (a ``loop.BatchSource``).
+
+Records are tokenized once; a :class:`~orchestrator.training.sampler.StepSampler` (seeded, rank-aware,
+resumable) picks the examples of each optimizer step, held-out examples are chosen from the dataset
+digest (:func:`~orchestrator.training.sampler.split_heldout`) so every job reading the data agrees.
+
+SFT loss aggregation: each micro-batch carries ``loss_scale = grad_accum * dp / N`` where ``N`` is the
+number of response tokens of the *whole global step*; the objective returns ``sum(nll) * loss_scale``,
+and after DeepSpeed's 1/grad_accum scaling and the dp gradient average the gradient is exactly the
+token mean over the global batch, independent of micro-batching and of the dp split.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from orchestrator.rlhf.batches import Encoded, encode_pair, pack_batch, pad_batch
+from orchestrator.training.sampler import StepSampler, split_heldout
+
+
+def encode_records(tok: Any, records: Sequence[dict], fmt: str, seq_len: int, max_prompt_tokens: int) -> list[Any]:
+    """``Encoded`` per sft record, ``(chosen, rejected)`` per preference record."""
+    if fmt == "sft":
+        return [encode_pair(tok, r["prompt"], r["response"], seq_len, max_prompt_tokens) for r in records]
+    return [(encode_pair(tok, r["prompt"], r["chosen"], seq_len, max_prompt_tokens),
+             encode_pair(tok, r["prompt"], r["rejected"], seq_len, max_prompt_tokens)) for r in records]
+
+
+def collate(items: Sequence[Any], fmt: str, pad_id: int, seq_len: int, packing: bool) -> dict[str, torch.Tensor]:
+    """A micro-batch: SFT rows (padded or packed), or preference rows (chosen first, then rejected)."""
+    if fmt == "sft":
+        return pack_batch(items, seq_len, pad_id) if packing else pad_batch(items, pad_id)
+    chosen: list[Encoded] = [c for c, _ in items]
+    rejected: list[Encoded] = [r for _, r in items]
+    return pad_batch(chosen + rejected, pad_id)
+
+
+def response_tokens(e: Any) -> int:
+    """Response tokens the loss sees (the first token is never predicted)."""
+    return int(sum(e.loss_mask[1:]))
+
+
+class RecordsBatchSource:
+    """Micro-batches of encoded records in :class:`StepSampler` order."""
+
+    def __init__(self, encoded: Sequence[Any], sampler: StepSampler, fmt: str, pad_id: int, seq_len: int,
+                 packing: bool = False) -> None:
+        self.encoded, self.sampler, self.fmt = encoded, sampler, fmt
+        self.pad_id, self.seq_len, self.packing = pad_id, seq_len, packing
+
+    def next_step(self) -> list[dict[str, torch.Tensor]]:
+        s = self.sampler
+        micro = s.next_step()
+        if self.fmt != "sft":
+            return [collate([self.encoded[int(i)] for i in idx], self.fmt, self.pad_id, self.seq_len, False)
+                    for idx in micro]
+        glob = s.global_batch_at(s.consumed - s.global_batch)
+        total = max(1, sum(response_tokens(self.encoded[int(i)]) for i in glob))
+        scale = len(micro) * s.dp_size / total
+        out = []
+        for idx in micro:
+            mb = collate([self.encoded[int(i)] for i in idx], "sft", self.pad_id, self.seq_len, self.packing)
+            mb["loss_scale"] = torch.tensor(scale, dtype=torch.float32)
+            out.append(mb)
+        return out
+
+    def num_tokens(self, micro_batch: dict[str, torch.Tensor]) -> int:
+        return int(micro_batch["loss_mask"].sum())
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def make_source(encoded: Sequence[Any], digest: str, cfg: Any, plan: Any, dp_rank: int, fmt: str, pad_id: int,
+                packing: bool = False) -> tuple[RecordsBatchSource, np.ndarray]:
+    """The training source of one dp rank and the held-out record indices."""
+    train_idx, eval_idx = split_heldout(len(encoded), cfg.data.eval_fraction, digest)
+    sampler = StepSampler(indices=train_idx, global_batch=plan.global_batch_size, micro_batch=plan.micro_batch_size,
+                          dp_rank=dp_rank, dp_size=plan.dp_size, seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
+    return RecordsBatchSource(encoded, sampler, fmt, pad_id, cfg.model.seq_len, packing), eval_idx
+
+
+def eval_batches(encoded: Sequence[Any], eval_idx: np.ndarray, fmt: str, pad_id: int, seq_len: int,
+                 micro_batch: int, dp_rank: int, dp_size: int, limit: Optional[int] = None) -> list[dict[str, torch.Tensor]]:
+    """This rank's share of the held-out examples, in micro-batches (padded, never packed)."""
+    idx = np.asarray(eval_idx[:limit] if limit else eval_idx)
+    mine = idx[dp_rank::dp_size]
+    out = []
+    for i in range(0, len(mine), micro_batch):
+        mb = collate([encoded[int(j)] for j in mine[i:i + micro_batch]], fmt, pad_id, seq_len, False)
+        if fmt == "sft":  # per-micro-batch token mean, so loop.evaluate's token weighting is exact
+            mb["loss_scale"] = torch.tensor(1.0 / max(1.0, float(mb["loss_mask"][:, 1:].sum())))
+        out.append(mb)
+    return out

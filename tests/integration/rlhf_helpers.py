@@ -1,0 +1,58 @@
+"""Shared set-up of the post-training integration tests: one local Ray, one SFT policy per session.
+
+The SFT policy (tiny Llama, demo task, 2 Ray Train workers) is built once per pytest session into
+the session's base temp dir and reused by the reward-model, DPO and PPO tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported anywhere in this process
+
+from pathlib import Path
+
+from orchestrator.config.load import load
+from orchestrator.config.validate import validate
+
+SFT_STEPS = 150
+HELD_OUT_PROMPTS_SEED = 4242
+
+
+def job_cfg(kind: str, ws: Path, run_name: str, *extra: str):
+    cfg = load(kind, [f"workspace={ws}", f"run_name={run_name}", "cluster.num_cpus=2", *extra])
+    validate(cfg)
+    return cfg
+
+
+def build_sft_policy(ws: Path) -> tuple[str, dict]:
+    """Export dir of the session's SFT policy (trained once; reused when already exported)."""
+    from orchestrator.training.posttrain import run_sft
+
+    export = ws / "sft" / "export"
+    if (export / "config.json").is_file():
+        return str(export), {}
+    cfg = job_cfg("sft", ws, "sft", f"trainer.max_steps={SFT_STEPS}", "trainer.global_batch_size=16",
+                  "parallel.micro_batch_size=4", "trainer.save_every=0", "tracking.enabled=false")
+    res = run_sft(cfg)
+    return res["export_dir"], res
+
+
+def held_out_prompts(n: int = 128) -> list[str]:
+    from orchestrator.rlhf.task import prompt_records
+
+    return [r["prompt"] for r in prompt_records(n, HELD_OUT_PROMPTS_SEED)]
+
+
+def ray_local_session():
+    """Context manager: a private local Ray with 2 CPUs (or the one already running in this process)."""
+    import contextlib
+
+    import ray
+
+    from orchestrator.config.cluster import ClusterConfig
+    from orchestrator.runtime.ray_runtime import ray_session
+
+    if ray.is_initialized():
+        return contextlib.nullcontext()
+    return ray_session(ClusterConfig(num_workers=2, num_cpus=2))
