@@ -243,9 +243,10 @@ class DataPrepDataConfig(Frozen):
     """Input field of the preferred response (format preference)."""
     rejected_field: str = "rejected"
     """Input field of the rejected response (format preference)."""
-    partition_mb: int = 32
-    """Input partition size: uncompressed JSONL files are split into byte ranges of this size, one
-    Ray task each (compressed files and Parquet row groups are one partition each). Bounds memory."""
+    partition_kb: int = 32768
+    """Input partition size in KiB (default 32 MiB): uncompressed JSONL files are split into byte
+    ranges of this size, one Ray task each (compressed files and Parquet row groups are one partition
+    each). Stage-1 memory is bounded by a batch of documents, whatever the partition size."""
     shuffle_partitions: Optional[int] = None
     """Hash partitions of the dedup shuffles; null = about one per 100k documents (at least 2)."""
     demo_num_docs: int = 600
@@ -260,7 +261,7 @@ class DataPrepDataConfig(Frozen):
         require(self.format in OUTPUT_FORMATS, "data.format", f"unknown {self.format!r}",
                 f"use one of {', '.join(OUTPUT_FORMATS)}")
         require(self.seq_len >= 8, "data.seq_len", "must be >= 8", "use e.g. data.seq_len=64")
-        require(self.partition_mb >= 1, "data.partition_mb", "must be >= 1", "use e.g. data.partition_mb=32")
+        require(self.partition_kb >= 1, "data.partition_kb", "must be >= 1", "use e.g. data.partition_kb=32768")
         require(self.shuffle_partitions is None or self.shuffle_partitions >= 1, "data.shuffle_partitions",
                 "must be >= 1 or null", "leave it null to derive it from the corpus size")
         require(self.demo_num_docs >= 10, "data.demo_num_docs", "must be >= 10", "use e.g. data.demo_num_docs=600")
