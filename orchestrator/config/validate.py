@@ -59,6 +59,11 @@ def _validate_train(cfg: TrainJobConfig) -> None:
             "tensor and pipeline parallelism cannot be combined (DeepSpeed AutoTP is not pipeline-aware)",
             "use either parallel.tensor_parallel or parallel.pipeline_parallel")
     per_step = p.micro_batch_size * dp
+    if cfg.kind == "ppo":  # PPO batches are ppo.rollout_batch_size/minibatch_size over its role actors
+        from orchestrator.rlhf.jobs import check_ppo
+
+        check_ppo(cfg)  # type: ignore[arg-type]
+        per_step = 1
     require(t.global_batch_size % per_step == 0, "trainer.global_batch_size",
             f"{t.global_batch_size} is not divisible by parallel.micro_batch_size*dp = "
             f"{p.micro_batch_size}*{dp} = {per_step}",
