@@ -15,7 +15,7 @@ from pathlib import Path
 from orchestrator.config.load import load
 from orchestrator.config.validate import validate
 
-SFT_STEPS = 150
+SFT_STEPS = 400
 HELD_OUT_PROMPTS_SEED = 4242
 
 
@@ -33,7 +33,8 @@ def build_sft_policy(ws: Path) -> tuple[str, dict]:
     if (export / "config.json").is_file():
         return str(export), {}
     cfg = job_cfg("sft", ws, "sft", f"trainer.max_steps={SFT_STEPS}", "trainer.global_batch_size=16",
-                  "parallel.micro_batch_size=4", "trainer.save_every=0", "tracking.enabled=false")
+                  "parallel.micro_batch_size=4", "trainer.save_every=0", "tracking.enabled=false",
+                  "optim=adamw_constant")
     res = run_sft(cfg)
     return res["export_dir"], res
 

@@ -1,0 +1,37 @@
+"""Post-training settings are refused before Ray starts, naming the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.config import ConfigError
+from orchestrator.config.load import load
+
+
+@pytest.mark.parametrize("kind,overrides,key", [
+    ("ppo", ["parallel=zero3"], "parallel"),
+    ("ppo", ["ppo.minibatch_size=5"], "ppo.minibatch_size"),
+    ("ppo", ["ppo.minibatch_size=16", "parallel.micro_batch_size=3"], "ppo.minibatch_size"),
+    ("ppo", ["ppo.minibatch_size=16", "parallel.micro_batch_size=4", "ppo.critic.num_workers=3"], "ppo.minibatch_size"),
+    ("ppo", ["ppo.kl_kind=k9"], "ppo.kl_kind"),
+    ("ppo", ["ppo.kl_controller=pid"], "ppo.kl_controller"),
+    ("ppo", ["ppo.top_p=0"], "ppo.top_p"),
+    ("ppo", ["ppo.max_new_tokens=64"], "ppo.max_new_tokens"),
+    ("ppo", ["ppo.reward_fn=nocolon"], "ppo.reward_fn"),
+    ("ppo", ["ppo.actor.num_workers=0"], "ppo.<role>.num_workers"),
+    ("dpo", ["dpo.label_smoothing=0.7"], "dpo.label_smoothing"),
+    ("sft", ["sft.max_prompt_tokens=0"], "sft.max_prompt_tokens"),
+])
+def test_invalid_post_training_configs(kind, overrides, key):
+    with pytest.raises(ConfigError) as info:
+        load(kind, overrides)
+    assert info.value.key == key and "fix:" in str(info.value)
+
+
+def test_ppo_defaults_are_explicit_and_consistent():
+    cfg = load("ppo")
+    p = cfg.ppo
+    assert (p.kl_kind, p.kl_controller, p.temperature, p.top_p, p.gamma) == ("k1", "fixed", 1.0, 1.0, 1.0)
+    assert p.rollout_batch_size % p.minibatch_size == 0
+    # PPO does not use trainer.global_batch_size: any value composes
+    assert load("ppo", ["trainer.global_batch_size=3"]).trainer.global_batch_size == 3
