@@ -52,7 +52,6 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         os.environ.setdefault(key, value)  # the driver builds models and data too
     runtime_env = {"env_vars": env}
     if cluster.address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(
             address="local",
             num_cpus=local_num_cpus(cluster),
