@@ -17,7 +17,9 @@ from orchestrator.config.jobs import JobConfig
 from orchestrator.config.redact import redact
 
 # kind -> "module:function" taking the frozen typed config; imported lazily so that validation and
-# dry runs never import torch, Ray or DeepSpeed.
+# dry runs never import torch, Ray or DeepSpeed. Each returns a dict with at least ``run_id`` and
+# ``output_dir``; data_prep adds ``dataset_dir``, training jobs ``export_dir`` and, when registered,
+# ``model_version`` (the registry name is the job's ``run_name``).
 RUNNERS: dict[str, str] = {
     "data_prep": "orchestrator.data.job:run_data_prep",
     "pretrain": "orchestrator.training.jobs:run_pretrain",

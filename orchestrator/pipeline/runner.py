@@ -41,7 +41,7 @@ def stage_config(cfg: PipelineConfig, stage: StageConfig, wiring: list[str], par
                  tags: dict[str, str] | None = None) -> JobConfig:
     """The typed, validated config of one stage (raises ConfigError naming the stage's key)."""
     overrides = [
-        f"workspace={cfg.workspace}", f"run_name={stage.name}", f"output_dir={Path(cfg.output_dir) / stage.name}",
+        f"workspace={cfg.workspace}", f"run_name={cfg.run_name}-{stage.name}", f"output_dir={Path(cfg.output_dir) / stage.name}",
         f"tracking.uri={cfg.tracking.uri}", f"tracking.experiment={cfg.tracking.experiment}",
         f"tracking.enabled={cfg.tracking.enabled}", f"resume={'never' if cfg.resume == 'never' else 'auto'}",
         *_cluster_overrides(cfg), *cfg.pipeline.stage_overrides,
@@ -104,6 +104,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 except BaseException:
                     rows.append(_row(stage, "FAILED", time.time() - t0, {}))
                     raise
+                if result.get("model_version"):  # jobs register their model under the run name
+                    result.setdefault("model_name", stage_cfg.run_name)
                 outputs = stage_outputs(stage.kind, result, stage_cfg.output_dir)
                 _tag_model_lineage(parent, result, stage_cfg.tracking.tags)
                 write_marker(stage_cfg.output_dir, config_hash=stage_hash, outputs=outputs, result=_jsonable(result))
@@ -136,7 +138,7 @@ def _tag_model_lineage(parent: JobTracker, result: dict[str, Any], tags: dict[st
 
 
 def _row(stage: StageConfig, status: str, duration_s: float, result: dict[str, Any]) -> dict[str, Any]:
-    version = f"{result['model_name']}/{result['model_version']}" if result.get("model_version") else ""
+    version = f"{result.get('model_name')}/{result['model_version']}" if result.get("model_version") else ""
     return {"stage": stage.name, "kind": stage.kind, "status": status, "duration_s": round(duration_s, 2),
             "key_metric": key_metric(stage.kind, result), "model_version": version,
             "run_id": result.get("run_id", "")}

@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 # metric shown for each kind, first one present in the stage's result["metrics"] (or result) wins
 KEY_METRICS = {
-    "data_prep": ("num_kept", "kept_docs", "docs_out", "num_blocks"),
-    "pretrain": ("eval_perplexity", "eval_loss", "final_loss", "loss"),
+    "data_prep": ("docs_kept", "num_kept", "num_blocks"),
+    "pretrain": ("eval_ppl", "eval_loss", "final_loss", "loss"),
     "sft": ("eval_loss", "final_loss", "loss"),
     "reward_model": ("eval_accuracy", "accuracy", "final_loss"),
     "dpo": ("eval_margin", "margin", "eval_accuracy", "final_loss"),
@@ -16,7 +16,7 @@ KEY_METRICS = {
 
 
 def key_metric(kind: str, result: Mapping[str, Any]) -> str:
-    metrics = {**result, **(result.get("metrics") or {})}
+    metrics = {**result, **(result.get("eval") or {}), **(result.get("metrics") or {})}
     for name in KEY_METRICS.get(kind, ()):
         value = metrics.get(name)
         if isinstance(value, (int, float)):

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from orchestrator.config.cluster import ClusterConfig
-from orchestrator.quiet import quiet_env
+from orchestrator.quiet import quiet_env, verbose
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
             runtime_env=runtime_env,
             logging_level=logging.WARNING,
             log_to_driver=True,
+            logging_config=None if verbose() else ray.LoggingConfig(log_level="WARNING"),
         )
     else:
         address = os.environ.get("RAY_ADDRESS") if cluster.address == "auto" and os.environ.get("RAY_ADDRESS") else cluster.address

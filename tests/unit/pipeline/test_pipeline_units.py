@@ -51,6 +51,7 @@ def test_stage_config_inherits_pipeline_settings(tmp_path):
     pre = next(s for s in cfg.pipeline.stages if s.kind == "pretrain")
     sc = stage_config(cfg, pre, ["trainer.max_steps=3"], parent_run_id="abc", tags={"upstream_model": "x/1"})
     assert sc.output_dir == f"{cfg.output_dir}/pretrain" and sc.cluster.num_workers == 1
+    assert sc.run_name == "pipeline-default-pretrain"
     assert sc.tracking.uri == cfg.tracking.uri and sc.tracking.parent_run_id == "abc"
     assert sc.tracking.tags["pipeline"] == "default" and sc.trainer.max_steps == 3
     with pytest.raises(ConfigError):
