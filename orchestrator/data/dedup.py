@@ -19,6 +19,7 @@ its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,23 @@ def resolve_root_ids(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # ----- drivers ---------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def sort_shuffle():
+    """Group-bys with Ray Data's sort-based shuffle. Ray 2.60's default hash shuffle fails on a reduce
+    partition whose first block arrived empty and schema-less ("Invalid sort key column"), which
+    happens with small or skewed bucket sets (e.g. late connected-components rounds)."""
+    from ray.data.context import DataContext, ShuffleStrategy
+
+    ctx = DataContext.get_current()
+    previous = ctx.shuffle_strategy
+    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        yield
+    finally:
+        ctx.shuffle_strategy = previous
+
+
+@sort_shuffle()
 def run_exact_dedup(doc_files: list[str], out_dir: Path, num_buckets: int) -> int:
     """Write exact-duplicate removals (part, order, duplicate_of) under ``out_dir``; returns the count."""
     import ray.data
@@ -148,8 +166,12 @@ def run_exact_dedup(doc_files: list[str], out_dir: Path, num_buckets: int) -> in
     return count
 
 
+@sort_shuffle()
 def connected_components(edges: Any, num_buckets: int, max_iterations: int) -> tuple[Any, int]:
     """Star-form edges (a = component root, b = member) of an edge dataset with columns a, b."""
+    from ray.data.context import ShuffleStrategy
+
+    edges.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED  # datasets made by the caller
     rounds = 0
     for rounds in range(1, max_iterations + 1):
         stars = (edges.map_batches(both_ways, fn_kwargs={"num_buckets": num_buckets}, batch_format="numpy")
@@ -166,6 +188,7 @@ def connected_components(edges: Any, num_buckets: int, max_iterations: int) -> t
                        "raise data.minhash.max_iterations")
 
 
+@sort_shuffle()
 def run_near_dedup(doc_files: list[str], out_dir: Path, num_buckets: int, mh: Any) -> dict[str, int]:
     """Write near-duplicate removals (part, order, duplicate_of) under ``out_dir``."""
     import ray.data

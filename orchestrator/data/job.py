@@ -73,7 +73,9 @@ def _stage1(parts: list[Partition], cfg: DataPrepConfig, work: Path) -> list[dic
     todo = [p for p in parts if not (work / "stage1" / "done" / part_name(p.index)).exists()]
     log.info("data_prep stage 1: %d partitions (%d already done)", len(todo), len(parts) - len(todo))
     _map_partitions(_stage1_task, [{"part": p.as_dict()} for p in todo], cfg=cfg.data, work=str(work))
-    return [json.loads((work / "stage1" / "stats" / f"{part_name(p.index)}.json").read_text()) for p in parts]
+    done_before = {p.index for p in parts} - {p.index for p in todo}
+    return [json.loads((work / "stage1" / "stats" / f"{part_name(p.index)}.json").read_text())
+            | {"skipped": p.index in done_before} for p in parts]
 
 
 def _stage1_task(part: dict[str, Any], cfg: Any, work: str) -> dict[str, Any]:

@@ -1,0 +1,197 @@
+"""data_prep end to end on a real local Ray (Ray Data maps and shuffles) and a real MLflow store.
+
+* the generated demo corpus goes through every step; the packed output is read by ``PackedDataset``;
+  planted junk, copies and malformed lines end up where they should; the distributed dedup
+  (Ray Data group-bys, large/small-star components) gives exactly the in-memory driver's removals;
+* a rerun skips every completed partition; an interrupted run (lost markers) redoes only those;
+* the sft record format; the distributed components on a long path (many rounds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported anywhere in this process
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+
+from orchestrator.config.load import load
+from tests.conftest import REPO, orchestrator_cmd
+
+NUM_DOCS = 300
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from orchestrator.config.cluster import ClusterConfig
+    from orchestrator.runtime.ray_runtime import ray_session
+
+    if ray.is_initialized():
+        yield
+        return
+    with ray_session(ClusterConfig(num_workers=2, num_cpus=2)):
+        yield
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    return tmp_path_factory.mktemp("data_prep_ws")
+
+
+def cfg_for(ws, *extra):
+    return load("data_prep", [f"workspace={ws}", "run_name=dp", f"data.demo_num_docs={NUM_DOCS}",
+                              "data.partition_kb=128", "cluster.num_cpus=2", *extra])
+
+
+def read_jsonl_dir(path):
+    return [json.loads(line) for f in sorted(path.glob("*.jsonl")) for line in f.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_local, ws):
+    from orchestrator.data.job import run_data_prep
+
+    cfg = cfg_for(ws)
+    return cfg, run_data_prep(cfg)
+
+
+@pytest.mark.slow
+def test_end_to_end_packed_dataset(first_run):
+    from mlflow import MlflowClient
+
+    from orchestrator.data.shards import PackedDataset
+
+    cfg, res = first_run
+    out = cfg.output_dir
+    ds = PackedDataset(res["dataset_dir"])
+    assert ds.digest == res["manifest_digest"] and len(ds) > 100
+    block = ds[0]
+    assert block.shape == (cfg.data.seq_len,) and block.dtype == np.int64
+    eos = ds.manifest["eos_token_id"]
+    assert sum(int((ds[i] == eos).sum()) for i in range(len(ds))) >= res["docs_kept"] - 2  # one EOS per doc
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ds.tokenizer_dir))
+    assert len(tok) <= cfg.data.vocab_size and "the" in tok.decode(ds[1].tolist())
+
+    stats = json.loads(open(res["stats_path"]).read())
+    assert stats["partitions"]["total"] >= 3  # the demo is split, so the maps ran in parallel
+    steps = {s["step"]: s for s in stats["steps"]}
+    assert list(steps) == ["normalize", "gopher_quality", "gopher_repetition", "c4", "fineweb", "pii",
+                           "exact_dedup", "near_dedup"]
+    for a, b in zip(stats["steps"], stats["steps"][1:]):
+        assert a["docs_out"] == b["docs_in"]
+    assert steps["near_dedup"]["docs_out"] == res["docs_kept"] == stats["docs_kept"]
+    assert res["steps"]["exact_dedup"]["in"] - res["steps"]["exact_dedup"]["out"] == steps["exact_dedup"]["removed"] > 0
+
+    # planted content: junk removed by filters, copies by dedup, malformed lines quarantined
+    removals = {r["id"]: r for r in read_jsonl_dir(Path(out) / "removals")}
+    kept = read_jsonl_dir(Path(out) / "kept")
+    assert len(kept) == res["docs_kept"] and len(removals) == stats["docs_in"] - res["docs_kept"]
+    junk = [i for i in removals if i.startswith("junk-")]
+    assert len(junk) >= 18 and all(removals[i]["step"] in ("gopher_quality", "gopher_repetition", "c4") for i in junk)
+    assert not [k for k in kept if k["id"].startswith("junk-")]
+    copies = [i for i in removals if i.startswith(("exact-", "reformat-"))]
+    assert copies and all(removals[i]["step"] == "exact_dedup" and removals[i]["duplicate_of"] for i in copies)
+    near = [r for r in removals.values() if r["step"] == "near_dedup"]
+    assert near and all(r["duplicate_of"] for r in near)
+    assert res["quarantined"] == stats["quarantined"] == 4
+    q = [json.loads(x) for x in open(os.path.join(out, "quarantine.jsonl"))]
+    assert sorted(x["reason"] for x in q) == ["bad_json", "missing_text", "non_utf8", "not_an_object"]
+    assert all(k["id"] for k in kept) and "<EMAIL>" in "".join(k["text"] for k in kept)
+
+    # MLflow: metrics, stats/plot artifacts and the dataset as an input with its digest
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    run = client.get_run(res["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["job_kind"] == "data_prep"
+    assert run.data.metrics["data_prep.docs_kept"] == res["docs_kept"]
+    assert run.data.metrics["data_prep.near_dedup.removed_fraction"] > 0
+    digests = [i.dataset.digest for i in run.inputs.dataset_inputs]
+    assert res["manifest_digest"][:36] in digests
+    arts = {a.path for a in client.list_artifacts(res["run_id"], "data_prep")}
+    assert "data_prep/stats.json" in arts and "data_prep/plots" in arts
+
+
+@pytest.mark.slow
+def test_distributed_dedup_equals_in_memory_driver(first_run):
+    from orchestrator.data.dedup import dedup_local
+
+    cfg, res = first_run
+    work = os.path.join(res["output_dir"], "work")
+    t = pads.dataset(os.path.join(work, "stage1", "docs"), format="parquet").to_table()
+    local = dedup_local(np.asarray(t.column("order")), t.column("id").to_pylist(), t.column("exact_key").to_pylist(),
+                        t.column("sig").to_pylist(), cfg.data.minhash)
+    removals = read_jsonl_dir(Path(res["output_dir"]) / "removals")
+    ray_dedup = {r["order"]: (r["step"], r["duplicate_of"]) for r in removals if r["step"].endswith("dedup")}
+    assert ray_dedup == local and len(local) > 20
+
+
+@pytest.mark.slow
+def test_rerun_skips_and_interrupted_run_continues(first_run, ws):
+    from orchestrator.data.job import run_data_prep
+
+    cfg, res = first_run
+    again = run_data_prep(cfg_for(ws))
+    stats = json.loads(open(again["stats_path"]).read())
+    total = stats["partitions"]["total"]
+    assert stats["partitions"]["stage1_skipped"] == total and stats["partitions"]["stage3_skipped"] == total
+    assert again["manifest_digest"] == res["manifest_digest"] and again["run_id"] == res["run_id"]
+    # an interruption: partition 1 lost its markers and the dataset was never written
+    work = os.path.join(res["output_dir"], "work")
+    os.remove(os.path.join(work, "stage1", "done", "part-00001"))
+    os.remove(os.path.join(work, "stage3", "done", "part-00001"))
+    os.remove(os.path.join(res["dataset_dir"], "manifest.json"))
+    resumed = run_data_prep(cfg_for(ws))
+    stats = json.loads(open(resumed["stats_path"]).read())
+    assert stats["partitions"]["stage1_skipped"] == total - 1 and stats["partitions"]["stage3_skipped"] == total - 1
+    assert resumed["manifest_digest"] == res["manifest_digest"]
+
+
+@pytest.mark.slow
+def test_sft_records_format(ray_local, tmp_path):
+    from orchestrator.data.job import run_data_prep
+    from orchestrator.data.shards import load_manifest, read_records
+
+    cfg = load("data_prep", [f"workspace={tmp_path}", "run_name=sft_prep", "data.format=sft", "data.demo_num_docs=200",
+                             "tracking.enabled=false", "cluster.num_cpus=2"])
+    res = run_data_prep(cfg)
+    recs = read_records(res["dataset_dir"])
+    assert load_manifest(res["dataset_dir"])["format"] == "sft" and res["quarantined"] == 3
+    assert len(recs) == res["docs_kept"] and all(set(r) >= {"id", "prompt", "response"} for r in recs)
+    assert len({(r["prompt"], r["response"]) for r in recs}) == len(recs)  # planted copies removed
+    assert all(r["prompt"].startswith("list ") for r in recs)
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(os.path.join(res["dataset_dir"], "tokenizer")).eos_token_id is not None
+
+
+@pytest.mark.slow
+def test_distributed_components_on_a_long_path(ray_local):
+    import ray.data
+
+    from orchestrator.data.dedup import connected_components
+
+    n = 300
+    perm = np.random.default_rng(0).permutation(n)
+    edges = ray.data.from_items([{"a": int(x), "b": int(y)} for x, y in zip(perm[:-1], perm[1:])],
+                                override_num_blocks=4)
+    stars, rounds = connected_components(edges, num_buckets=4, max_iterations=40)
+    rows = stars.take_all()
+    assert rounds > 2 and len(rows) == n - 1
+    assert {r["a"] for r in rows} == {0} and {r["b"] for r in rows} == set(range(1, n))
+
+
+def test_empty_input_refused_by_cli(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    r = subprocess.run(orchestrator_cmd() + ["run", "data_prep", f"workspace={tmp_path}", f"data.input={empty}"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("error: data.input:") and "empty" in r.stderr
