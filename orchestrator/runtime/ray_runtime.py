@@ -37,8 +37,8 @@ def local_num_cpus(cluster: ClusterConfig) -> int:
 def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     """Ray for the duration of a job.
 
-    ``cluster.address`` null starts a private local Ray in-process (token auth on, dashboard off,
-    everything on 127.0.0.1) and shuts it down afterwards; any other address connects to that
+    ``cluster.address`` null starts a private local Ray in-process (token auth on, dashboard and
+    every service on 127.0.0.1) and shuts it down afterwards; any other address connects to that
     cluster (``auto`` = the one ``ray start`` runs on this machine). Inside a job that Ray already
     started (a submitted job, a pipeline stage), the existing connection is reused.
     """
@@ -56,7 +56,10 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
             address="local",
             num_cpus=local_num_cpus(cluster),
             num_gpus=None if cluster.use_gpu else 0,
-            include_dashboard=False,
+            # The dashboard serves the State API that Ray Train's placement-group cleaner polls; it
+            # binds 127.0.0.1 and sits behind the same token auth.
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
             runtime_env=runtime_env,
             logging_level=logging.WARNING,
             log_to_driver=True,

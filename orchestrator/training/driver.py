@@ -48,7 +48,9 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], N
     Raises:
         ray.train.TrainingFailedError: the group failed more than ``max_failures`` times.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+
+    from orchestrator.quiet import verbose
     from ray.train.torch import TorchConfig, TorchTrainer
 
     c = cfg.cluster
@@ -64,6 +66,8 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], N
             failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
             # Checkpoints are committed and pruned by our CheckpointManager; Ray only references them.
             checkpoint_config=CheckpointConfig(num_to_keep=None),
+            # Ray Train's per-report INFO lines are noise next to our own step logging.
+            logging_config=None if verbose() else LoggingConfig(log_level="WARNING"),
         ),
     )
     return trainer.fit()
