@@ -49,9 +49,9 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], N
         ray.train.TrainingFailedError: the group failed more than ``max_failures`` times.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from orchestrator.quiet import verbose
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     c = cfg.cluster
     storage, name = ray_storage(cfg)
