@@ -26,15 +26,16 @@ def job_cfg(kind: str, ws: Path, run_name: str, *extra: str):
 
 
 def build_sft_policy(ws: Path) -> tuple[str, dict]:
-    """Export dir of the session's SFT policy (trained once; reused when already exported)."""
+    """Export dir of the session's SFT policy (trained once with packing and MLflow tracking; reused when
+    already exported). ``ws/sft`` holds its eval.json, steps.jsonl and tracking.json."""
     from orchestrator.training.posttrain import run_sft
 
     export = ws / "sft" / "export"
     if (export / "config.json").is_file():
         return str(export), {}
     cfg = job_cfg("sft", ws, "sft", f"trainer.max_steps={SFT_STEPS}", "trainer.global_batch_size=16",
-                  "parallel.micro_batch_size=4", "trainer.save_every=0", "tracking.enabled=false",
-                  "optim=adamw_constant")
+                  "parallel.micro_batch_size=4", "trainer.save_every=0", "optim=adamw_constant",
+                  "sft.packing=true")
     res = run_sft(cfg)
     return res["export_dir"], res
 

