@@ -41,8 +41,6 @@ def build_ds_config(cfg: TrainJobConfig, plan: TrainPlan) -> dict[str, Any]:
         ds["bf16"] = {"enabled": True}
     elif plan.precision == "fp16":
         ds["fp16"] = {"enabled": True, "initial_scale_power": 16, "loss_scale_window": 1000}
-    if p.activation_checkpointing:
-        ds["activation_checkpointing"] = {"partition_activations": False, "contiguous_memory_optimization": False}
     if plan.tp_size > 1:  # issue 5: AutoTP training
         ds["tensor_parallel"] = {"autotp_size": plan.tp_size}
     return ds

@@ -44,6 +44,9 @@ def init_engine(model: torch.nn.Module, cfg: TrainJobConfig, plan: TrainPlan, *,
     setup_accelerator_env(cfg.cluster.use_gpu)
     import deepspeed
 
+    if cfg.parallel.activation_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        # Recompute each block in backward (HF's hook; DeepSpeed's own API is for hand-written models).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ds_config = build_ds_config(cfg, plan)
     ds_config.update(ds_overrides or {})
     steps = max_steps or cfg.trainer.max_steps

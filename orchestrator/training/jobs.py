@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,8 +67,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                               resume_dir=str(resume_dir) if resume_dir else None, run_id=run_id,
                               extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
                                            "mlflow_run_id": run_id, "dataset_dir": str(dataset_dir)},
-                              export_dir=export_dir)
-            fit_worker_group(cfg, pretrain_worker, {"args": args})
+                              export_dir=export_dir, attempt_id=uuid.uuid4().hex)
+            try:
+                fit_worker_group(cfg, pretrain_worker, {"args": args})
+            finally:
+                (ckpt_root / f".started_{args.attempt_id}").unlink(missing_ok=True)
             model_version = None
             if tracker and export_dir:
                 model_version = tracker.register_model(export_dir, name=cfg.run_name)

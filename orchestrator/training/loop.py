@@ -54,6 +54,7 @@ class MetricsSink(Protocol):
     """Rank 0's metric logger (``orchestrator.tracking.MetricsLogger``): idempotent per step."""
 
     def log(self, metrics: dict[str, float], step: int) -> None: ...
+    def flush(self) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -97,19 +98,25 @@ class TrainState:
     last_checkpoint: Optional[str] = None
 
 
-def _all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values /= dist.get_world_size()
-    return values
+def _comm_device() -> torch.device:
+    """Where collective buffers must live: the current GPU for NCCL, else the CPU."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (a CPU tensor in, a CPU tensor out)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        buf = values.to(_comm_device(), copy=True)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        return buf.cpu()
     return values
+
+
+def to_device(mb: dict[str, Any], device: Any) -> dict[str, Any]:
+    """Move a micro-batch's tensors to the engine's device (no-op on CPU)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in mb.items()}
 
 
 def maybe_inject_failure(spec: LoopSpec, step: int, rank: int, world_size: int) -> None:
@@ -133,6 +140,44 @@ def memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def select_resume(driver_choice: Optional[str], checkpoint_root: str | Path, attempt_id: str, rank: int) -> Optional[str]:
+    """Collective: the checkpoint this worker group starts from.
+
+    The first start of a job uses the driver's choice (``resume=auto|never|<path>``). A restart of the
+    group inside the same job (Ray Train ``max_failures``) uses the newest committed checkpoint of this
+    run: our ``latest`` is authoritative because Ray registers reported checkpoints asynchronously and
+    may still name an older one when a worker dies right after a save. ``attempt_id`` (one per driver
+    call) tells the two apart through a marker file in the checkpoint root.
+    """
+    from orchestrator.engine.checkpoint import latest_committed
+
+    marker = Path(checkpoint_root) / f".started_{attempt_id}"
+    restart = marker.exists()
+    _barrier()
+    if rank == 0 and not restart:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("started\n")
+    _barrier()
+    if restart:
+        newest = latest_committed(Path(checkpoint_root))
+        return str(newest) if newest else driver_choice
+    return driver_choice
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def backfill(sink: MetricsSink, steplog: StepLog, upto_step: int, log_every: int = 1) -> None:
+    """Re-log recorded steps ``<= upto_step`` (those a resumed run will not recompute). The sink skips
+    points the store already has, so this only fills what a crash or an outage lost."""
+    for step, rec in steplog.read().items():
+        if step <= upto_step and step % log_every == 0:
+            sink.log({k: v for k, v in rec.items() if k != "end_time_s"}, step)
+    sink.flush()
+
+
 def restore(engine: Any, source: BatchSource, checkpoints: CheckpointManager, ckpt_dir: str) -> TrainState:
     """Load a committed checkpoint into the engine and the batch source; returns the state to continue from."""
     st = checkpoints.load(engine, ckpt_dir)
@@ -154,31 +199,36 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
     state.extra.update(extra_state or {})
     rank, world = reporter.world_rank, reporter.world_size
     steplog = StepLog(Path(spec.output_dir) / "steps.jsonl") if rank == 0 else None
+    if sink is not None and rank == 0 and state.step > 0:
+        backfill(sink, steplog, state.step, spec.log_every)
     engine.train()
     while state.step < spec.max_steps:
         step = state.step + 1
         maybe_inject_failure(spec, step, rank, world)
         t0 = time.perf_counter()
         micro = source.next_step()
-        sums = torch.zeros(1, dtype=torch.float64)
+        loss_sum: Any = 0.0
         extras: dict[str, float] = {}
         tokens = 0
         gnorm: Optional[float] = None
         lr = float(engine.get_lr()[0])  # the LR this step applies (the schedule advances in engine.step)
         for i, mb in enumerate(micro):
+            tokens += source.num_tokens(mb)
+            mb = to_device(mb, engine.device)
             loss, more = objective(engine, mb)
             engine.backward(loss)
-            if spec.zero_stage == 0 and i == len(micro) - 1:
+            if spec.zero_stage == 0 and i == len(micro) - 1 and not (engine.bfloat16_enabled() or engine.fp16_enabled()):
                 gnorm = grad_norm(engine.module)  # DeepSpeed does not record it for ZeRO-0
             engine.step()
-            sums += loss.detach().double()
-            tokens += source.num_tokens(mb)
+            loss_sum = loss_sum + loss.detach().double()  # stays on the device: one sync per step
             for k, v in more.items():
                 extras[k] = extras.get(k, 0.0) + float(v) / len(micro)
         keys = sorted(extras)
-        packed = torch.tensor([sums.item() / len(micro)] + [extras[k] for k in keys], dtype=torch.float64)
-        packed = _all_reduce_mean(packed)
-        total_tokens = int(_all_reduce_sum(torch.tensor([tokens], dtype=torch.int64)).item())
+        # One collective per step: sum [loss, extras..., tokens] over ranks, then average the means.
+        packed = _all_reduce_sum(torch.tensor([float(loss_sum) / len(micro)] + [extras[k] for k in keys] + [tokens],
+                                              dtype=torch.float64))
+        total_tokens = int(packed[-1])
+        packed = packed[:-1] / world
         dt = time.perf_counter() - t0
         state.step, state.tokens_seen = step, state.tokens_seen + total_tokens
         if gnorm is None:
@@ -193,10 +243,12 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
             metrics.update(eval_fn())
             engine.train()
         if rank == 0:
-            steplog.append(step, metrics)
+            steplog.append(step, {**metrics, "end_time_s": time.time()})  # wall clock for throughput benches
             if sink is not None and step % spec.log_every == 0:
                 sink.log(metrics, step)
         if step == spec.max_steps or (spec.save_every and step % spec.save_every == 0):
+            if sink is not None and rank == 0:
+                sink.flush()  # invariant: every step up to a committed checkpoint is in the tracking store
             path = checkpoints.save(engine, step_tag(step), _client_state(state, source))
             state.last_checkpoint = str(path)
             reporter.report({"step": step, "loss": metrics["loss"]}, str(path))
@@ -217,8 +269,8 @@ def evaluate(engine: Any, micro_batches: Iterable[dict[str, torch.Tensor]], obje
     engine.eval()
     acc = torch.zeros(2, dtype=torch.float64)
     for mb in micro_batches:
-        loss, _ = objective(engine, mb)
         n = num_tokens(mb)
+        loss, _ = objective(engine, to_device(mb, engine.device))
         acc += torch.tensor([loss.double().item() * n, n], dtype=torch.float64)
     acc = _all_reduce_sum(acc)
     mean = float(acc[0] / acc[1]) if acc[1] > 0 else float("nan")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,10 @@ def mfu(num_params: int, tokens_per_s: float, peak_tflops_per_worker: float, num
 
 def grad_norm(module: torch.nn.Module) -> float:
     """Global L2 norm of the (already data-parallel reduced) gradients of ``module``."""
-    sq = 0.0
-    for p in module.parameters():
-        if p.grad is not None:
-            sq += float(p.grad.detach().double().pow(2).sum())
-    return math.sqrt(sq)
+    norms = [p.grad.detach().float().norm(2) for p in module.parameters() if p.grad is not None]
+    if not norms:
+        return float("nan")
+    return float(torch.stack(norms).double().norm(2))  # one device sync
 
 
 class StepLog:

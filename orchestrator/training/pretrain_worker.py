@@ -35,6 +35,8 @@ class WorkerArgs:
     """Client state stored in every checkpoint (config hash, shape fingerprint, run id, dataset digest)."""
     export_dir: Optional[str]
     """Where rank 0 writes the Hugging Face export at the end (None = no export)."""
+    attempt_id: str = "0"
+    """Unique per driver call: tells a first start from a restart inside the job (see ``select_resume``)."""
 
 
 def pretrain_worker(config: dict[str, Any]) -> None:
@@ -58,7 +60,7 @@ def run_worker(args: WorkerArgs, reporter: Any) -> dict[str, Any]:
     from orchestrator.data.shards import PackedDataset
     from orchestrator.models.build import build_causal_lm, count_params
     from orchestrator.training.data import eval_micro_batches, make_pretrain_source
-    from orchestrator.training.loop import LoopSpec, causal_lm_objective, evaluate, restore, train_loop
+    from orchestrator.training.loop import LoopSpec, causal_lm_objective, evaluate, restore, select_resume, train_loop
 
     rank, world = reporter.world_rank, reporter.world_size
     out = Path(cfg.output_dir)
@@ -73,7 +75,7 @@ def run_worker(args: WorkerArgs, reporter: Any) -> dict[str, Any]:
     source, eval_idx = make_pretrain_source(dataset, cfg, plan, dp_rank)
     ckpts = CheckpointManager(out / "checkpoints", cfg.trainer.keep_checkpoints, rank, world)
 
-    resume_dir = reporter.restored_checkpoint() or args.resume_dir  # Ray's newest after a restart
+    resume_dir = select_resume(args.resume_dir, ckpts.root, args.attempt_id, rank)
     state = restore(engine, source, ckpts, resume_dir) if resume_dir else None
     if resume_dir and rank == 0:
         log.warning("resumed from %s at step %d", resume_dir, state.step)
