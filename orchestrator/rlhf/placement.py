@@ -61,7 +61,9 @@ class RoleGroup:
         def strategy(i: int) -> Any:
             return PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=bundle_indices[i])
 
-        master = ray.get(ray.remote(num_cpus=0)(_node_address).options(scheduling_strategy=strategy(0)).remote())
+        # rank 0's host:port for the role's process group (a single rank needs no lookup: it is its own store)
+        master = "127.0.0.1:0" if n == 1 else ray.get(
+            ray.remote(num_cpus=0)(_node_address).options(scheduling_strategy=strategy(0)).remote())
         remote_cls = ray.remote(cls)
         self.workers = []
         for rank in range(n):

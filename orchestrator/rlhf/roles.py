@@ -56,8 +56,9 @@ class RoleBase:
         import deepspeed
 
         os.environ.update(LOCAL_RANK="0", RANK=str(self.rank), WORLD_SIZE=str(self.world_size))
+        master = self.master if not self.master.endswith(":0") else f"127.0.0.1:{free_port()}"
         backend = "nccl" if self.cfg.cluster.use_gpu else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, init_method=f"tcp://{self.master}",
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, init_method=f"tcp://{master}",
                                    rank=self.rank, world_size=self.world_size)
 
     def _make_engine(self, module: torch.nn.Module, lr: float, total_updates: int) -> Any:
