@@ -106,6 +106,10 @@ def lsh_detection_curve(num_bands: int, rows_per_band: int,
 
 def make_plan(cfg: JobConfig) -> dict[str, Any]:
     """The plan printed by ``dry_run=true`` (and logged to MLflow)."""
+    if cfg.kind == "ppo":  # PPO's layout is its roles, not one worker group
+        from orchestrator.rlhf.plan import ppo_plan
+
+        return {"model_params": cfg.model.num_params(), **ppo_plan(cfg)}  # type: ignore[attr-defined]
     if isinstance(cfg, TrainJobConfig):
         return make_train_plan(cfg).as_dict()
     if isinstance(cfg, DataPrepConfig):

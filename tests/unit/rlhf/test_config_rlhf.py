@@ -35,3 +35,12 @@ def test_ppo_defaults_are_explicit_and_consistent():
     assert p.rollout_batch_size % p.minibatch_size == 0
     # PPO does not use trainer.global_batch_size: any value composes
     assert load("ppo", ["trainer.global_batch_size=3"]).trainer.global_batch_size == 3
+
+
+def test_ppo_dry_run_plan_shows_roles_and_update_arithmetic():
+    from orchestrator.config.plan import make_plan
+
+    plan = make_plan(load("ppo", ["trainer.max_steps=10", "ppo.actor.num_workers=2"]))
+    assert plan["roles"]["actor"]["num_workers"] == 2 and plan["placement_strategy"] == "STRICT_PACK"
+    assert plan["optimizer_steps_per_ppo_step"] == 2 * (32 // 16) and plan["total_optimizer_steps"] == 40
+    assert plan["grad_accum_steps"] == {"actor": 1, "critic": 2}  # micro-batch 8 from conf/ppo.yaml
