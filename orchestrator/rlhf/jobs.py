@@ -66,7 +66,9 @@ def run_ppo(cfg: PPOConfig) -> dict[str, Any]:
             ctl.stop_roles()
         version = common.finish_export(tracker, cfg, export_dir, tags) if export_dir else None
         return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,
-                "model_version": version, "actor_fingerprint": fingerprint, **summary}
+                "model_version": version, "model_name": cfg.run_name if version else None,
+                "actor_fingerprint": fingerprint, "metrics": summary["last_metrics"],
+                "final_reward_mean": summary["last_metrics"].get("reward_mean"), **summary}
 
 
 def run_dpo(cfg: DPOConfig) -> dict[str, Any]:

@@ -88,5 +88,6 @@ def run_posttrain(cfg: TrainJobConfig) -> dict[str, Any]:
     return {"run_id": run_id, "output_dir": str(out), "export_dir": export_dir,
             "checkpoint_dir": str(ckpt) if ckpt else None, "resumed_from": str(resume_dir) if resume_dir else None,
             "losses": {k: s["loss"] for k, s in steps.items()}, "eval": eval_metrics, "model_version": version,
+            "model_name": cfg.run_name if version else None,
             "final_loss": steps[max(steps)]["loss"] if steps else None, "wall_s": time.time() - t0,
             **{k: v for k, v in eval_metrics.items() if k.startswith("eval_")}}
