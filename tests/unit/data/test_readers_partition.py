@@ -141,3 +141,14 @@ def test_pack_arrays_carries_remainder():
     blocks = list(pack_arrays([np.arange(5), np.arange(5, 12), np.arange(12, 13)], 4))
     assert np.concatenate(blocks).ravel().tolist() == list(range(12))
     assert all(b.shape[1] == 4 for b in blocks)
+
+
+def test_clean_documents_in_process():
+    from orchestrator.data.clean import clean_documents
+
+    rng = random.Random(5)
+    v = Vocabulary()
+    a, b = v.document(rng), v.document(rng)
+    out = clean_documents([a, "Too short.", a.upper(), b + " Mail x@y.org now.", "Lorem ipsum " + a])
+    assert len(out) == 2 and out[0].split() == a.split()  # C4 drops the blank lines between paragraphs
+    assert out[1].split() == (b + " Mail <EMAIL> now.").split()
