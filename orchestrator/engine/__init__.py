@@ -1,1 +1,11 @@
-"""engine."""
+"""DeepSpeed engine pieces shared by every training job.
+
+* :mod:`.ds_config` — ``build_ds_config(cfg, plan)``: the DeepSpeed config dict (ZeRO 0-3, offload,
+  precision, clipping, accumulation; the place where AutoTP/pipeline keys go for issue 5).
+* :mod:`.optim` — ``make_optimizer``, ``make_scheduler``, ``lr_factor`` (AdamW, warmup + cosine/linear).
+* :mod:`.initialize` — ``init_engine(model, cfg, plan, *, max_steps=None, lr=None, ds_overrides=None)``.
+* :mod:`.checkpoint` — ``CheckpointManager(root, keep, rank, world_size)`` ``.save(engine, tag, state)`` /
+  ``.load(engine, dir)``; ``latest_committed(root)``, ``capture_rng``/``restore_rng``, ``step_tag``.
+* :mod:`.resume` — ``resolve_resume(cfg, root)``, ``shape_fingerprint(cfg)``, ``check_compatible``.
+* :mod:`.export` — ``export_hf(engine, out_dir, rank=..., tokenizer_dir=...)``, ``gathered_state_dict``.
+"""

@@ -95,15 +95,42 @@ def check_shape(m: ModelConfig, config: Any) -> None:
                               f"set model.{ours}={have} (or pick the matching model preset)")
 
 
-def resolve_pretrained(uri: str, dst_dir: Optional[str] = None) -> str:
+def resolve_pretrained(uri: str, dst_dir: Optional[str] = None, tracking_uri: Optional[str] = None) -> str:
     """A local directory for ``model.pretrained``: a path as is, or an MLflow ``models:/``/``runs:/`` URI
-    downloaded with ``mlflow.artifacts.download_artifacts`` (into ``dst_dir`` when given)."""
+    downloaded with ``mlflow.artifacts.download_artifacts`` (into ``dst_dir`` when given) from the
+    ``tracking_uri`` store (default: MLflow's current one)."""
     if not is_remote_uri(uri):
         return str(Path(uri).expanduser().resolve())
     import mlflow
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst_dir)
+    if dst_dir is not None:
+        Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    if uri.startswith("models:/") and tracking_uri:
+        uri = _model_version_source(uri, tracking_uri)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst_dir, tracking_uri=tracking_uri)
     return _find_hf_dir(Path(local))
+
+
+def _model_version_source(uri: str, tracking_uri: str) -> str:
+    """``models:/name/<version>`` or ``models:/name@alias`` -> the version's artifact URI, looked up in the
+    given store (MLflow's own resolution would use its global registry URI)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    ref = uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+    else:
+        name, _, version = ref.partition("/")
+        if version in ("", "latest"):
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise ConfigError("model.pretrained", f"registered model {name!r} has no versions",
+                                  "register a model first, or give a runs:/ URI or a local directory")
+            version = str(max(int(v.version) for v in versions))
+        mv = client.get_model_version(name, version)
+    return client.get_model_version_download_uri(mv.name, mv.version)
 
 
 def _find_hf_dir(root: Path) -> str:

@@ -67,7 +67,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                               resume_dir=str(resume_dir) if resume_dir else None, run_id=run_id,
                               extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
                                            "mlflow_run_id": run_id, "dataset_dir": str(dataset_dir)},
-                              export_dir=export_dir, attempt_id=uuid.uuid4().hex)
+                              export_dir=export_dir, attempt_id=uuid.uuid4().hex,
+                              pretrained_dir=_local_pretrained(cfg, out))
             try:
                 fit_worker_group(cfg, pretrain_worker, {"args": args})
             finally:
@@ -91,6 +92,15 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "resumed_from": str(resume_dir) if resume_dir else None, "model_version": model_version,
         "tokens_per_s": sum(tps) / len(tps) if tps else None, "wall_s": time.time() - t0,
     }
+
+
+def _local_pretrained(cfg: TrainJobConfig, out: Path) -> Optional[str]:
+    """Download an MLflow ``model.pretrained`` once on the driver (workers share the run directory)."""
+    if not cfg.model.pretrained:
+        return None
+    from orchestrator.models.build import resolve_pretrained
+
+    return resolve_pretrained(cfg.model.pretrained, dst_dir=str(out / "pretrained"), tracking_uri=cfg.tracking.uri)
 
 
 def _start_tracking(cfg: TrainJobConfig) -> Optional[Any]:

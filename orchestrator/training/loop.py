@@ -15,11 +15,16 @@ Usage (inside a worker; see :mod:`orchestrator.training.pretrain_worker` for the
 
     engine = init_engine(model, cfg, plan)
     ckpts = CheckpointManager(out / "checkpoints", cfg.trainer.keep_checkpoints, rank, world)
+    resume_dir = select_resume(driver_choice, ckpts.root, attempt_id, rank)  # first start vs Ray restart
     state = restore(engine, source, ckpts, resume_dir) if resume_dir else TrainState()
     state = train_loop(engine, source, objective, LoopSpec.from_config(cfg, plan, out), state=state,
                        checkpoints=ckpts, reporter=reporter, sink=metrics_logger_or_None,
                        extra_state={"config_hash": ..., "mlflow_run_id": ...})
     metrics = evaluate(engine, eval_batches, objective)   # {"eval_loss", "eval_ppl"}
+
+Micro-batches are moved to ``engine.device`` by the loop (sources yield CPU tensors). Rank 0 writes
+``<output_dir>/steps.jsonl`` and, at each checkpoint, flushes ``sink`` so that every step up to a
+committed checkpoint is in MLflow; after a resume it backfills what a crash lost (:func:`backfill`).
 
 Nothing here imports Ray: reporting goes through :class:`orchestrator.training.reporting.Reporter`.
 """

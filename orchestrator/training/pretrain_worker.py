@@ -35,6 +35,8 @@ class WorkerArgs:
     """Client state stored in every checkpoint (config hash, shape fingerprint, run id, dataset digest)."""
     export_dir: Optional[str]
     """Where rank 0 writes the Hugging Face export at the end (None = no export)."""
+    pretrained_dir: Optional[str] = None
+    """``model.pretrained`` resolved to a local directory by the driver (MLflow URIs downloaded once)."""
     attempt_id: str = "0"
     """Unique per driver call: tells a first start from a restart inside the job (see ``select_resume``)."""
 
@@ -68,7 +70,7 @@ def run_worker(args: WorkerArgs, reporter: Any) -> dict[str, Any]:
     m = dataset.manifest
     special = {"pad_token_id": m.get("pad_token_id"), "bos_token_id": m.get("bos_token_id"),
                "eos_token_id": m.get("eos_token_id")}
-    model = build_causal_lm(cfg.model, cfg.trainer.seed, special_ids=special)
+    model = build_causal_lm(cfg.model, cfg.trainer.seed, special_ids=special, local_pretrained_dir=args.pretrained_dir)
     num_params = count_params(model)
     engine = init_engine(model, cfg, plan)
     dp_rank = rank // (plan.tp_size * plan.pp_size)
@@ -84,7 +86,9 @@ def run_worker(args: WorkerArgs, reporter: Any) -> dict[str, Any]:
     if rank == 0 and args.run_id:
         from orchestrator.tracking import MetricsLogger
 
-        sink = MetricsLogger.from_run(cfg.tracking.uri, args.run_id)
+        # Large batches: the loop flushes at every checkpoint anyway (and backfills after a crash), so
+        # between checkpoints the store is written rarely and training is not slowed by it.
+        sink = MetricsLogger.from_run(cfg.tracking.uri, args.run_id, flush_every=2000, flush_interval_s=30.0)
 
     def eval_fn() -> dict[str, float]:
         batches = eval_micro_batches(dataset, eval_idx, cfg.model.seq_len, plan.micro_batch_size, dp_rank,
