@@ -55,6 +55,11 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], N
 
     c = cfg.cluster
     storage, name = ray_storage(cfg)
+    if checkpoints_in_place(cfg):
+        # A job stopped mid-run (`orchestrator stop`: SIGTERM) leaves Ray Train's snapshot naming
+        # checkpoints our CheckpointManager has since pruned, and a new fit() refuses such a run
+        # directory. Resume across jobs is ours (resolve_resume -> resume_dir), so start Ray's fresh.
+        (Path(storage) / name / "checkpoint_manager_snapshot.json").unlink(missing_ok=True)
     trainer = TorchTrainer(
         train_fn,
         train_loop_config=train_loop_config,
