@@ -25,12 +25,20 @@ def sft_policy(ray_local, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reward_model(sft_policy, tmp_path_factory):
+    """Trained from the SFT policy as registered in MLflow (``models:/sft/<version>``), in the same store."""
+    from mlflow import MlflowClient
+
     from orchestrator.training.posttrain import run_reward_model
 
-    cfg = job_cfg("reward_model", tmp_path_factory.mktemp("rm"), "rm", f"model.pretrained={sft_policy}",
+    state = json.loads((Path(sft_policy).parent / "tracking.json").read_text())
+    version = max(int(v.version) for v in MlflowClient(state["tracking_uri"]).search_model_versions("name='sft'"))
+    cfg = job_cfg("reward_model", tmp_path_factory.mktemp("rm"), "rm", f"model.pretrained=models:/sft/{version}",
+                  f"tracking.uri={state['tracking_uri']}",
                   "trainer.max_steps=150", "trainer.global_batch_size=32", "parallel.micro_batch_size=16",
-                  "trainer.lr=2e-3", "optim.weight_decay=0.0", "trainer.save_every=0", "tracking.enabled=false")
-    return run_reward_model(cfg)
+                  "trainer.lr=2e-3", "optim.weight_decay=0.0", "trainer.save_every=0")
+    res = run_reward_model(cfg)
+    res["upstream"] = f"models:/sft/{version}"
+    return res
 
 
 def test_reward_model_ranks_held_out_pairs_well_above_chance(reward_model):
@@ -42,6 +50,16 @@ def test_reward_model_ranks_held_out_pairs_well_above_chance(reward_model):
     meta = json.loads((Path(reward_model["export_dir"]) / "scalar_head.json").read_text())
     assert meta["kind"] == "reward" and meta["reward_std"] > 0
     assert meta["reward_mean"] == pytest.approx(ev["reward_mean"])
+
+
+def test_reward_model_records_its_upstream_lineage(reward_model):
+    from mlflow import MlflowClient
+
+
+    uri = json.loads((Path(reward_model["output_dir"]) / "tracking.json").read_text())["tracking_uri"]
+    run = MlflowClient(uri).get_run(reward_model["run_id"])
+    assert run.data.tags["upstream.model"] == reward_model["upstream"] and run.data.tags["job_kind"] == "reward_model"
+    assert run.data.metrics["eval_accuracy"] == pytest.approx(reward_model["eval"]["eval_accuracy"])
 
 
 def test_ppo_scores_with_the_trained_reward_model(reward_model, sft_policy, tmp_path):
