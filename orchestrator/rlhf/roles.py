@@ -83,6 +83,19 @@ class RoleBase:
 
         return [select(mb, np.arange(i, min(i + size, n))) for i in range(0, n, size)]
 
+    def _maybe_record_grad_norm(self, last_micro: bool) -> None:
+        """ZeRO-0: DeepSpeed records no norm, so read the (already all-reduced) gradients before the step."""
+        if last_micro and self.cfg.parallel.zero_stage == 0:
+            from orchestrator.training.metrics import grad_norm
+
+            self._last_grad_norm = grad_norm(self.engine.module)
+
+    def _grad_norm(self) -> float:
+        """Global gradient norm of the optimizer step just taken (before clipping), divided by the role
+        size so that summing the per-rank stats (as the controller does) gives the norm once."""
+        g = self._last_grad_norm if self._last_grad_norm is not None else self.engine.get_global_grad_norm()
+        return float(g) / self.world_size if g is not None else float("nan")
+
     # ---------------------------------------------------------------- checkpoint (trained roles)
     def save(self, ckpt_dir: str) -> None:
         """Collective over the role's ranks: engine (weights, optimizer, LR schedule) + this rank's RNG."""
@@ -166,7 +179,9 @@ class PolicyRole(RoleBase):
         p, P = self.cfg.ppo, mb["prompt_len"]
         self.engine.train()
         stats: dict[str, float] = {}
-        for micro in self._micro_batches(mb):
+        micros = self._micro_batches(mb)
+        self._last_grad_norm = None
+        for micro in micros:
             logits = self.engine(**_fwd_kwargs(micro), use_cache=False).logits[:, :-1]
             logits = logits[:, P - 1:]
             targets = micro["input_ids"][:, P:]
@@ -176,10 +191,13 @@ class PolicyRole(RoleBase):
             entropy = masked_mean(entropy_from_logits(logits), mask, num_tokens)
             total = (loss - p.entropy_coef * entropy) * self.world_size
             self.engine.backward(total, scale_wrt_gas=False)
+            self._maybe_record_grad_norm(micro is micros[-1])
             self.engine.step()
             for k, v in {"policy_loss": float(loss.detach()), "entropy": float(entropy.detach()), **st}.items():
                 stats[k] = stats.get(k, 0.0) + v
+        stats["actor_grad_norm"] = self._grad_norm()
         return stats
+
 
     def export(self, out_dir: str) -> str:
         self.model.save_pretrained(out_dir, safe_serialization=True)
@@ -211,14 +229,18 @@ class CriticRole(RoleBase):
         p = self.cfg.ppo
         self.engine.train()
         stats: dict[str, float] = {}
-        for micro in self._micro_batches(mb):
+        micros = self._micro_batches(mb)
+        self._last_grad_norm = None
+        for micro in micros:
             values = response_slice(self.engine(**_fwd_kwargs(micro)), micro["prompt_len"], shifted=False)
             loss, st = value_loss(values, micro["old_values"], micro["returns"], micro["response_mask"],
                                   p.value_clip_eps, num_tokens)
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            self._maybe_record_grad_norm(micro is micros[-1])
             self.engine.step()
             for k, v in {"value_loss": float(loss.detach()), **st}.items():
                 stats[k] = stats.get(k, 0.0) + v
+        stats["critic_grad_norm"] = self._grad_norm()
         return stats
 
 

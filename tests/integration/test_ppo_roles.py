@@ -1,0 +1,78 @@
+"""A trained PPO role split over 2 data-parallel ranks takes exactly the single-rank step.
+
+Each rank trains on its half of a minibatch with the loss normalised by the token count of the *whole*
+minibatch; DeepSpeed averages gradients over ranks, which the role compensates for. The gradient norm
+and loss must therefore equal the single-process values (a factor-of-world-size mistake would show
+here even though Adam's first step hides gradient scale in the weights).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def synthetic_minibatch(B: int = 8, P: int = 4, R: int = 5, seed: int = 0) -> dict:
+    import torch
+
+    from orchestrator.rlhf.rollout import position_ids
+
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, R + 1, (B,), generator=g)
+    rmask = (torch.arange(R)[None] < lengths[:, None]).float()
+    att = torch.cat([torch.ones(B, P, dtype=torch.long), rmask.long()], dim=1)
+    return {"input_ids": torch.randint(3, 300, (B, P + R), generator=g), "attention_mask": att,
+            "position_ids": position_ids(att), "response_mask": rmask, "prompt_len": P,
+            "old_logprobs": -5.0 + 0.1 * torch.randn(B, R, generator=g), "advantages": torch.randn(B, R, generator=g)}
+
+
+def _train_once(rank: int, world: int, port: int, model_dir: str, queue) -> None:
+    os.environ.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    from orchestrator.config.load import load
+    from orchestrator.rlhf.roles import PolicyRole
+    from orchestrator.rlhf.rollout import shard_rows
+
+    cfg = load("ppo", ["ppo.rollout_batch_size=8", "ppo.minibatch_size=8", "parallel.micro_batch_size=2",
+                       f"ppo.actor.num_workers={world}", "ppo.entropy_coef=0.01"])
+    role = PolicyRole(cfg, model_dir, True, total_updates=2, rank=rank, world_size=world, master=f"127.0.0.1:{port}")
+    mb = synthetic_minibatch()
+    num_tokens = float(mb["response_mask"].sum())
+    stats = role.train_minibatch(shard_rows(mb, world)[rank], num_tokens)
+    queue.put((world, rank, stats, role.state_fingerprint()))
+
+
+def run_group(world: int, model_dir: str) -> list:
+    from orchestrator.rlhf.roles import free_port
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_train_once, args=(r, world, port, model_dir, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    out = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return out
+
+
+def test_two_rank_actor_step_equals_single_rank_step(tmp_path):
+    from orchestrator.config.model import ModelConfig
+    from orchestrator.models.build import build_causal_lm
+
+    model_dir = str(tmp_path / "policy")
+    build_causal_lm(ModelConfig(vocab_size=320, seq_len=16), 0,
+                    special_ids={"pad_token_id": 0, "eos_token_id": 2}).save_pretrained(model_dir)
+    (_, _, single, fp_single), = run_group(1, model_dir)
+    pair = run_group(2, model_dir)
+    summed = {k: sum(stats[k] for _, _, stats, _ in pair) for k in single}
+    for key in ("policy_loss", "entropy", "clip_frac", "approx_kl", "actor_grad_norm"):
+        assert summed[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
+    assert single["actor_grad_norm"] > 0
+    for _, _, _, fp in pair:  # both ranks hold the same weights, equal to the single-rank step's
+        assert fp == pytest.approx(fp_single, rel=1e-7)
