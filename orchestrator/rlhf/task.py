@@ -140,8 +140,14 @@ def ensure_task_dataset(workspace: str | Path, fmt: str, num_records: int = 2000
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        tok = Path(tokenizer_dir) if tokenizer_dir else train_bpe_tokenizer(
-            list(tokenizer_corpus()) * 4, vocab_size, tmp / "tokenizer_src")
+        if tokenizer_dir:  # tokenizer files only: a model directory also holds its weights
+            tok = tmp / "tokenizer_src"
+            tok.mkdir()
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                if (Path(tokenizer_dir) / name).is_file():
+                    shutil.copy2(Path(tokenizer_dir) / name, tok / name)
+        else:
+            tok = train_bpe_tokenizer(list(tokenizer_corpus()) * 4, vocab_size, tmp / "tokenizer_src")
         write_records_dataset(tmp, fmt, records(fmt, num_records, seed), tokenizer_dir=tok,
                               source={"generator": "orchestrator.rlhf.task", "seed": seed})
         shutil.rmtree(tmp / "tokenizer_src", ignore_errors=True)
