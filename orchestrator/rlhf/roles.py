@@ -22,12 +22,13 @@ import socket
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from orchestrator.rlhf.batches import token_logprobs
 from orchestrator.rlhf.losses import entropy_from_logits, logprobs_from_logits, policy_loss, value_loss
 from orchestrator.rlhf.masked import masked_mean
-from orchestrator.rlhf.rollout import response_slice
+from orchestrator.rlhf.rollout import response_slice, select
 
 DS_TAG = "ds"
 
@@ -75,12 +76,9 @@ class RoleBase:
         return init_engine(module, self.cfg, plan, max_steps=total_updates, lr=lr)
 
     def _micro_batches(self, mb: dict[str, Any]) -> list[dict[str, Any]]:
-        from orchestrator.rlhf.rollout import select
-
+        """This rank's share of a minibatch in ``parallel.micro_batch_size`` rows (= grad-accumulation steps)."""
         n = mb["input_ids"].shape[0]
         size = self.cfg.parallel.micro_batch_size
-        import numpy as np
-
         return [select(mb, np.arange(i, min(i + size, n))) for i in range(0, n, size)]
 
     def _maybe_record_grad_norm(self, last_micro: bool) -> None:
