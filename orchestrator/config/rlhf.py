@@ -118,7 +118,8 @@ class PPOOptions(Frozen):
     whiten_advantages: bool = True
     """Standardise advantages over each rollout batch (stable step sizes across reward scales)."""
     normalize_reward: bool = True
-    """Standardise scores with a running mean/std (initialised from the reward model's statistics)."""
+    """Standardise scores with a running mean/std of the scores seen so far, starting from the reward
+    model's stored statistics (weighted as the samples they came from) when it has them."""
     critic_lr: Optional[float] = None
     """Critic learning rate; null = ``trainer.lr``."""
     critic_warmup_steps: int = 0

@@ -111,7 +111,9 @@ class PPOController:
 
             stats = ray.get(self.groups["reward"].workers[0].stats.remote())
             if stats and p.normalize_reward:
-                self.normalizer = RewardNormalizer(stats["reward_mean"], stats["reward_std"], enabled=True)
+                # the reward model's statistics act as a prior worth the samples they were computed on
+                self.normalizer = RewardNormalizer(stats["reward_mean"], stats["reward_std"],
+                                                   count=int(stats.get("reward_count", 2)), enabled=True)
 
     def stop_roles(self) -> None:
         from ray.util.placement_group import remove_placement_group

@@ -267,7 +267,7 @@ class RewardRole(RoleBase):
 
     def stats(self) -> dict[str, Any]:
         """The reward model's stored mean/std (for the reward normaliser), if any."""
-        return {k: self.meta[k] for k in ("reward_mean", "reward_std") if k in self.meta}
+        return {k: self.meta[k] for k in ("reward_mean", "reward_std", "reward_count") if k in self.meta}
 
     def decode(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
         P = batch["prompt_len"]

@@ -171,7 +171,7 @@ def _reward_stats(engine: Any, source: Any, encoded: Any, limit: int = 256) -> d
                                              mb["attention_mask"]))
     engine.train()
     r = torch.cat(rewards)
-    return {"reward_mean": float(r.mean()), "reward_std": float(r.std())}
+    return {"reward_mean": float(r.mean()), "reward_std": float(r.std()), "reward_count": int(r.numel())}
 
 
 def _export(engine: Any, args: PostTrainArgs, rank: int, final: dict[str, float]) -> None:
@@ -191,7 +191,7 @@ def _export(engine: Any, args: PostTrainArgs, rank: int, final: dict[str, float]
             module = build_model(args, AutoTokenizer.from_pretrained(args.tokenizer_dir))
             module.load_state_dict(state)
         module.save(args.export_dir, reward_mean=final["reward_mean"], reward_std=final["reward_std"],
-                    eval_accuracy=final.get("eval_accuracy"))
+                    reward_count=final["reward_count"], eval_accuracy=final.get("eval_accuracy"))
         copy_tokenizer(args.tokenizer_dir, args.export_dir)
     import torch
 

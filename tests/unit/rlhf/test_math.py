@@ -223,3 +223,10 @@ def test_reward_normalizer_running_stats_and_state():
     m = RewardNormalizer()
     m.load_state_dict(n.state_dict())
     assert close(m.normalize(xs), (xs - 2.5) / (xs.std() + 1e-6))
+
+
+def test_reward_normalizer_prior_from_reward_model_stats():
+    prior = RewardNormalizer(mean=2.0, std=1.0, count=100)
+    assert prior.std == pytest.approx(1.0)
+    prior.update(torch.tensor([2.0]))  # one sample at the prior mean barely moves it
+    assert prior.mean == pytest.approx(2.0) and prior.std == pytest.approx(math.sqrt(99 / 100))
