@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in CLUSTER_VERBS:  # their own parsers (argparse's REMAINDER drops a leading --option)
+        from orchestrator.runtime import cluster_cli
+
+        return cluster_cli.main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.verb == "run":
         from orchestrator.entry import run_kind

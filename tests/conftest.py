@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.cluster_helpers import finished_pretrain, local_cluster  # noqa: F401  (session fixtures)
+
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")

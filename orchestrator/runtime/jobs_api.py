@@ -117,6 +117,10 @@ def connect(address: str):
 
 def _client_error(exc: BaseException, address: str, had_token: bool) -> ConfigError:
     text = str(exc)
+    if "Token authentication is enabled but" in text and "find" in text:  # Ray's client found no token here
+        return ConfigError("RAY_AUTH_TOKEN", f"no Ray auth token found for the cluster at {address}, which requires one",
+                           "export RAY_AUTH_TOKEN=<the cluster's token> or put it in ~/.ray/auth_token "
+                           "(`ray get-auth-token` on the head node prints it)")
     if "Authentication required" in text or "401" in text or (not had_token and "Unauthorized" in text):
         return ConfigError("RAY_AUTH_TOKEN", f"the Ray cluster at {address} refused the request: no auth token was sent",
                            "export RAY_AUTH_TOKEN=<the cluster's token> or put it in ~/.ray/auth_token "
