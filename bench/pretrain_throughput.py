@@ -85,6 +85,10 @@ def run_ours(cfg, args) -> list[float]:
 
         run_pretrain(cfg)
     else:  # the same worker code, one process, no Ray
+        if not cfg.cluster.use_gpu:
+            import torch
+
+            torch.set_num_threads(cfg.cluster.cpus_per_worker)  # as Ray's OMP_NUM_THREADS and the baseline
         _init_single_process(cfg.cluster.use_gpu)
         from orchestrator.config.plan import make_train_plan
         from orchestrator.training.pretrain_worker import WorkerArgs, run_worker
@@ -114,8 +118,9 @@ def _init_single_process(use_gpu: bool) -> None:
 
 # ---------------------------------------------------------------- the baseline
 def _bare_rank(rank: int, world: int, port: int, cfg, dataset_dir: str, out_file: str) -> None:
+    threads = str(cfg.cluster.cpus_per_worker) if not cfg.cluster.use_gpu else "8"
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1" if not cfg.cluster.use_gpu else "8")
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS=threads)
     if not cfg.cluster.use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
     import numpy as np
@@ -123,7 +128,7 @@ def _bare_rank(rank: int, world: int, port: int, cfg, dataset_dir: str, out_file
     import torch.distributed as dist
 
     if not cfg.cluster.use_gpu:
-        torch.set_num_threads(1)
+        torch.set_num_threads(int(threads))
     else:
         torch.cuda.set_device(rank)
     dist.init_process_group("nccl" if cfg.cluster.use_gpu else "gloo", rank=rank, world_size=world)
@@ -177,7 +182,9 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="per worker, for MFU (989 = H100 bf16 dense)")
     p.add_argument("--ours", choices=("job", "worker"), default="job",
                    help="job = run_pretrain on Ray Train (default); worker = the same worker code without Ray")
-    p.add_argument("--order", choices=("bare-first", "ours-first"), default="bare-first")
+    p.add_argument("--order", choices=("bare-first", "ours-first"), default="bare-first",
+                   help="who runs first in the first repeat (alternates afterwards)")
+    p.add_argument("--repeat", type=int, default=1, help="pairs of runs; the median ratio is reported")
     p.add_argument("--workspace", default=os.environ.get("BENCH_WORKSPACE", "outputs/bench"))
     args = p.parse_args()
     args.workers = args.workers or (1 if args.gpu else 2)
@@ -186,29 +193,36 @@ def main() -> None:
     if not args.gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         os.environ.setdefault("RAY_AUTH_MODE", "token")
-    cfg = make_cfg(args)
-    dataset_dir = dataset_for(cfg)
-    tokens_per_step = cfg.trainer.global_batch_size * cfg.model.seq_len
-    runs = {}
-    for who in (("bare", "ours") if args.order == "bare-first" else ("ours", "bare")):
-        t0 = time.time()
-        ends = run_bare(cfg, dataset_dir) if who == "bare" else run_ours(cfg, args)
-        runs[who] = median_tokens_per_s(ends, tokens_per_step, args.warmup)
-        print(f"{who}: {runs[who]:,.0f} tokens/s (wall {time.time() - t0:.1f}s incl. startup)", flush=True)
+    tokens_per_step = args.global_batch * (args.seq_len or (2048 if args.gpu else 64))
+    samples: dict[str, list[float]] = {"ours": [], "bare": []}
+    ratios = []
+    for rep in range(args.repeat):
+        cfg = make_cfg(args)  # a fresh run directory each time
+        dataset_dir = dataset_for(cfg)
+        order = ("bare", "ours") if (args.order == "bare-first") == (rep % 2 == 0) else ("ours", "bare")
+        runs = {}
+        for who in order:  # alternate who goes first: a shared machine's load drifts
+            t0 = time.time()
+            ends = run_bare(cfg, dataset_dir) if who == "bare" else run_ours(cfg, args)
+            runs[who] = median_tokens_per_s(ends, tokens_per_step, args.warmup)
+            samples[who].append(runs[who])
+            print(f"[{rep}] {who}: {runs[who]:,.0f} tokens/s (wall {time.time() - t0:.1f}s incl. startup)", flush=True)
+        ratios.append(runs["ours"] / runs["bare"])
     from orchestrator.training.metrics import mfu
 
     n = cfg.model.num_params()
     peak = cfg.trainer.peak_tflops_per_worker
-    ratio = runs["ours"] / runs["bare"]
+    ratio = statistics.median(ratios)
+    runs = {k: statistics.median(v) for k, v in samples.items()}
     print(json.dumps({
         "model_params": n, "zero_stage": args.zero, "workers": args.workers, "gpu": args.gpu, "steps": args.steps,
-        "tokens_per_step": tokens_per_step, "ours": args.ours,
+        "tokens_per_step": tokens_per_step, "ours": args.ours, "repeats": args.repeat,
         "ours_tokens_per_s": round(runs["ours"], 1), "bare_tokens_per_s": round(runs["bare"], 1),
-        "ratio": round(ratio, 4),
+        "ratios": [round(r, 4) for r in ratios], "ratio": round(ratio, 4),
         "ours_mfu": round(mfu(n, runs["ours"], peak, args.workers), 4),
         "bare_mfu": round(mfu(n, runs["bare"], peak, args.workers), 4),
     }, indent=1))
-    print(f"ratio (ours / bare DeepSpeed): {ratio:.3f}")
+    print(f"ratio (ours / bare DeepSpeed, median of {args.repeat}): {ratio:.3f}")
 
 
 if __name__ == "__main__":
