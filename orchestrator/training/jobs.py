@@ -63,6 +63,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             if tracker:
                 tracker.log_dataset(dataset_dir, context="training")
                 tracker.log_params({f"plan.{k}": v for k, v in plan.as_dict().items()})
+                tracker.set_tags({"topology": f"dp{plan.dp_size}xtp{plan.tp_size}xpp{plan.pp_size}"})
             args = WorkerArgs(cfg=cfg, plan=plan, dataset_dir=str(dataset_dir),
                               resume_dir=str(resume_dir) if resume_dir else None, run_id=run_id,
                               extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
@@ -86,6 +87,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     eval_metrics = json.loads((out / EVAL_FILE).read_text()) if (out / EVAL_FILE).exists() else {}
     tps = [s["tokens_per_s"] for k, s in steps.items() if k > 1]
     ckpt = latest_committed(ckpt_root)
+    if steps:
+        last = max(steps)
+        print(f"pretrain finished: step {last}, loss {steps[last]['loss']:.4f}, eval ppl "
+              f"{eval_metrics.get('eval_ppl', float('nan')):.2f}; checkpoint {ckpt}; export {export_dir}; "
+              f"MLflow run {run_id}", flush=True)
     return {
         "run_id": run_id, "output_dir": str(out), "checkpoint_dir": str(ckpt) if ckpt else None,
         "export_dir": export_dir, "losses": {k: s["loss"] for k, s in steps.items()}, "eval": eval_metrics,
