@@ -167,6 +167,9 @@ def runtime_env(extra_env: dict[str, str]) -> dict[str, Any]:
     env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
     env.update(extra_env)
     env["RAY_JOB_STOP_WAIT_TIME_S"] = STOP_GRACE_S
+    from orchestrator.tracking.tracker import git_commit
+
+    env["ORCHESTRATOR_GIT_COMMIT"] = git_commit()  # the uploaded working dir has no .git
     # The job's driver calls ray.init with the workers' env (ray_runtime.worker_env); let it refine
     # rather than conflict with the job-level env vars above.
     env["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"

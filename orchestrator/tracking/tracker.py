@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -47,6 +48,8 @@ def config_hash(cfg: JobConfig) -> str:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
+    if os.environ.get("ORCHESTRATOR_GIT_COMMIT"):  # set by `orchestrator submit`: a job's copy has no .git
+        return os.environ["ORCHESTRATOR_GIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                               cwd=Path(__file__).resolve().parents[2]).stdout.strip() or "unknown"

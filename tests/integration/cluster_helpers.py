@@ -97,7 +97,7 @@ def local_cluster(tmp_path_factory):
     env = dict(base_env, RAY_AUTH_TOKEN=token, CLUSTER_DIR=str(cdir), RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}",
                RAY_PORT=str(ports["gcs"]), DASHBOARD_PORT=str(dash), RAY_CLIENT_PORT=str(ports["client"]),
                MLFLOW_PORT=str(mlflow_port), NUM_CPUS="2",
-               RAY_START_EXTRA=(f"--num-gpus 0 --dashboard-agent-listen-port {ports['agent']} "
+               RAY_START_EXTRA=(f"--num-gpus 0 --object-store-memory 300000000 --dashboard-agent-listen-port {ports['agent']} "
                                 f"--dashboard-agent-grpc-port {ports['agent_grpc']} --runtime-env-agent-port {ports['rt_agent']} "
                                 f"--metrics-export-port {ports['metrics']} --node-manager-port {ports['nm']} "
                                 f"--object-manager-port {ports['om']} --min-worker-port {worker_base} "

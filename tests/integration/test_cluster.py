@@ -34,6 +34,7 @@ def test_submitted_pretrain_succeeds_with_its_run_on_the_server(local_cluster, f
     assert run["info"]["status"] == "FINISHED"
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert tags["ray_job_id"] == job.job_id and tags["job_kind"] == "pretrain"
+    assert len(tags["git_commit"]) == 40  # the submitter's commit (the uploaded copy has no .git)
     # One loss point per step, all finite, and training made progress.
     hist = loss_history(local_cluster, job.run_id)
     assert [s for s, _ in hist] == [1, 2, 3, 4, 5, 6]
