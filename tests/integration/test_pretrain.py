@@ -12,7 +12,6 @@ fresh worker processes from the newest committed checkpoint) and leave exactly o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -185,10 +184,11 @@ def test_resume_refuses_a_shape_change(reference, ws):
     assert err.value.key == "cluster.num_workers"
 
 
-def test_tensor_parallel_is_refused_before_ray(ws):
-    from orchestrator.training.jobs import run_pretrain
+def test_unsupported_parallelism_is_refused_by_name():
+    """Jobs without tensor/pipeline-parallel workers refuse tp/pp > 1 before Ray starts."""
+    from orchestrator.training.driver import refuse_unsupported_parallelism
 
-    cfg = load("pretrain", [f"workspace={ws}", "run_name=tp", "parallel.tensor_parallel=2"])
+    cfg = load("sft", ["parallel.tensor_parallel=2"])
     with pytest.raises(ConfigError) as err:
-        run_pretrain(dataclasses.replace(cfg))
+        refuse_unsupported_parallelism(cfg, "sft")
     assert err.value.key == "parallel.tensor_parallel"
