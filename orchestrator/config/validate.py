@@ -52,12 +52,13 @@ def _validate_train(cfg: TrainJobConfig) -> None:
             f"pipeline_parallel={p.pipeline_parallel}",
             f"use a multiple of {mp} workers or lower parallel.tensor_parallel/pipeline_parallel")
     dp = world // mp
-    require(not (p.tensor_parallel > 1 and p.zero_stage == 3), "parallel.zero_stage",
-            "ZeRO-3 cannot be combined with tensor_parallel > 1 (DeepSpeed AutoTP training supports ZeRO 0-2)",
-            "set parallel.zero_stage<=2 or parallel.tensor_parallel=1")
+    # AutoTP composes with ZeRO 0-3 in DeepSpeed 0.19.8 (ZeRO partitions over the data-parallel group of its
+    # (data, tensor) mesh; ZeRO-3 export gathers both dimensions). It does not compose with PipelineModule:
+    # AutoTP builds a 2-D (data, tensor) mesh and the pipeline engine takes its groups from the pipeline's
+    # own (data, pipe) grid, so there is no 3-D grid to put both on.
     require(not (p.tensor_parallel > 1 and p.pipeline_parallel > 1), "parallel.pipeline_parallel",
-            "tensor and pipeline parallelism cannot be combined (DeepSpeed AutoTP is not pipeline-aware)",
-            "use either parallel.tensor_parallel or parallel.pipeline_parallel")
+            "tensor and pipeline parallelism cannot be combined (DeepSpeed AutoTP's (data, tensor) mesh has no "
+            "pipeline axis)", "use either parallel.tensor_parallel or parallel.pipeline_parallel")
     per_step = p.micro_batch_size * dp
     if cfg.kind == "ppo":  # PPO batches are ppo.rollout_batch_size/minibatch_size over its role actors
         from orchestrator.rlhf.jobs import check_ppo

@@ -16,6 +16,14 @@ import torch
 
 def gathered_state_dict(engine: Any, rank: int) -> Optional[dict[str, torch.Tensor]]:
     """The full state dict on rank 0 (None elsewhere). Collective for ZeRO-3: every rank must call it."""
+    from orchestrator.engine.pipe import is_pipeline_engine, pipeline_state_dict
+
+    if is_pipeline_engine(engine):  # every stage's layers, under their HF names
+        return pipeline_state_dict(engine, rank)
+    if engine.autotp_size() > 1:  # AutoTP shards (and ZeRO-3 partitions) gathered into full tensors
+        from orchestrator.engine.tp import tp_state_dict
+
+        return tp_state_dict(engine)
     module = engine.module
     if engine.zero_optimization_partition_weights():
         import deepspeed
@@ -39,7 +47,9 @@ def export_hf(engine: Any, out_dir: str | Path, *, rank: int, tokenizer_dir: Opt
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    module = engine.module
+    from orchestrator.engine.pipe import hf_model_of
+
+    module = hf_model_of(engine)  # the HF model (a PipelineEngine's module is a PipelineModule)
     module.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
     if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
         for f in Path(tokenizer_dir).iterdir():

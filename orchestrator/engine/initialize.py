@@ -50,9 +50,19 @@ def init_engine(model: torch.nn.Module, cfg: TrainJobConfig, plan: TrainPlan, *,
     ds_config = build_ds_config(cfg, plan)
     ds_config.update(ds_overrides or {})
     steps = max_steps or cfg.trainer.max_steps
+    mpu = None
+    if plan.tp_size > 1:  # AutoTP: DeepSpeed's (data, tensor) groups, so ZeRO and batch sizes see dp only
+        from orchestrator.engine.tp import init_tp_groups
+
+        mpu = init_tp_groups(plan.tp_size, cfg.cluster.use_gpu)
+    if plan.pp_size > 1:  # this rank's pipeline stage only (the engine becomes a PipelineEngine)
+        from orchestrator.engine.pipe import to_pipeline_module
+
+        deepspeed.init_distributed(dist_backend="nccl" if cfg.cluster.use_gpu else "gloo", dist_init_required=False)
+        model = to_pipeline_module(model, cfg, plan)
     optimizer = make_optimizer(model, cfg.optim, lr or cfg.trainer.lr)
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=ds_config,
+        model=model, optimizer=optimizer, config=ds_config, mpu=mpu,
         # A callable gets DeepSpeed's wrapped optimizer, so LR changes reach ZeRO's flat groups.
         lr_scheduler=lambda opt: make_scheduler(opt, cfg.optim, steps),
         dist_init_required=False,

@@ -14,8 +14,15 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
 
 
+TP_PP_JOBS = ("pretrain",)
+"""Jobs whose workers run AutoTP / PipelineModule (orchestrator.engine.tp / .pipe); the others' objectives
+(pairwise/preference losses, padded batches) still need plain data-parallel engines."""
+
+
 def refuse_unsupported_parallelism(cfg: TrainJobConfig, job: str) -> None:
-    """Tensor/pipeline parallelism arrives with issue 5; refuse it before Ray starts until then."""
+    """Refuse tensor/pipeline parallelism before Ray starts for jobs that do not support it."""
+    if job in TP_PP_JOBS:
+        return
     p = cfg.parallel
     for key, value in (("parallel.tensor_parallel", p.tensor_parallel), ("parallel.pipeline_parallel", p.pipeline_parallel)):
         if value > 1:

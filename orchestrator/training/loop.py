@@ -65,6 +65,10 @@ class MetricsSink(Protocol):
 
 def causal_lm_objective(engine: Any, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Next-token cross-entropy (transformers shifts ``labels``; -100 labels are ignored)."""
+    if getattr(engine, "pipeline_parallelism", False):  # forward only (eval): through every stage
+        from orchestrator.engine.pipe import pipeline_eval_loss
+
+        return pipeline_eval_loss(engine, mb), {}
     out = engine(input_ids=mb["input_ids"], attention_mask=mb.get("attention_mask"), labels=mb["labels"])
     return out.loss, {}
 
@@ -82,6 +86,8 @@ class LoopSpec:
     num_params: int = 0
     peak_tflops_per_worker: float = 1.0
     zero_stage: int = 0
+    model_parallel: int = 1
+    """tp * pp: ranks that see the same data (tokens are counted once per data-parallel rank)."""
 
     @classmethod
     def from_config(cls, cfg: Any, plan: Any, output_dir: str, num_params: int) -> "LoopSpec":
@@ -89,7 +95,8 @@ class LoopSpec:
         peak = t.peak_tflops_per_worker or (989.0 if cfg.cluster.use_gpu else 1.0)
         return cls(max_steps=t.max_steps, output_dir=output_dir, save_every=t.save_every, log_every=t.log_every,
                    eval_every=t.eval_every, fail_at_step=t.fail_at_step, num_params=num_params,
-                   peak_tflops_per_worker=peak, zero_stage=cfg.parallel.zero_stage)
+                   peak_tflops_per_worker=peak, zero_stage=cfg.parallel.zero_stage,
+                   model_parallel=plan.tp_size * plan.pp_size)
 
 
 @dataclass
@@ -217,12 +224,18 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
         tokens = 0
         gnorm: Optional[float] = None
         lr = float(engine.get_lr()[0])  # the LR this step applies (the schedule advances in engine.step)
-        for i, mb in enumerate(micro):
+        piped = getattr(engine, "pipeline_parallelism", False)
+        if piped:  # the pipeline engine runs all micro-batches (1F1B) and the optimizer step
+            from orchestrator.engine.pipe import pipeline_train_step
+
+            tokens = sum(source.num_tokens(mb) for mb in micro)
+            loss_sum = pipeline_train_step(engine, micro) * len(micro)
+        for i, mb in enumerate([] if piped else micro):
             tokens += source.num_tokens(mb)
             mb = to_device(mb, engine.device)
             loss, more = objective(engine, mb)
             engine.backward(loss)
-            if spec.zero_stage == 0 and i == len(micro) - 1 and not (engine.bfloat16_enabled() or engine.fp16_enabled()):
+            if spec.zero_stage == 0 and spec.model_parallel == 1 and i == len(micro) - 1 and not (engine.bfloat16_enabled() or engine.fp16_enabled()):
                 gnorm = grad_norm(engine.module)  # DeepSpeed does not record it for ZeRO-0
             engine.step()
             loss_sum = loss_sum + loss.detach().double()  # stays on the device: one sync per step
@@ -232,7 +245,7 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
         # One collective per step: sum [loss, extras..., tokens] over ranks, then average the means.
         packed = _all_reduce_sum(torch.tensor([float(loss_sum) / len(micro)] + [extras[k] for k in keys] + [tokens],
                                               dtype=torch.float64))
-        total_tokens = int(packed[-1])
+        total_tokens = int(packed[-1]) // spec.model_parallel  # tp/pp ranks of one dp rank share data
         packed = packed[:-1] / world
         dt = time.perf_counter() - t0
         state.step, state.tokens_seen = step, state.tokens_seen + total_tokens
@@ -244,6 +257,10 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
                    "tokens_per_s": tps, "step_time_s": dt, "tokens_seen": float(state.tokens_seen),
                    "mfu": mfu(spec.num_params, tps, spec.peak_tflops_per_worker, world), "memory_gib": memory_gib(),
                    **{k: float(packed[1 + j]) for j, k in enumerate(keys)}}
+        if piped:  # per-stage timings (collective)
+            from orchestrator.engine.pipe import pipeline_stage_metrics
+
+            metrics.update(pipeline_stage_metrics(engine))
         if eval_fn is not None and spec.eval_every and step % spec.eval_every == 0 and step < spec.max_steps:
             metrics.update(eval_fn())
             engine.train()
