@@ -45,16 +45,22 @@ def _train_once(rank: int, world: int, port: int, model_dir: str, queue) -> None
     queue.put((world, rank, stats, role.state_fingerprint()))
 
 
-def run_group(world: int, model_dir: str) -> list:
+def run_groups(worlds: tuple[int, ...], model_dir: str) -> dict[int, list]:
+    """Run one process group per world size, all at the same time (imports dominate the cost)."""
     from orchestrator.rlhf.roles import free_port
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = free_port()
-    procs = [ctx.Process(target=_train_once, args=(r, world, port, model_dir, queue)) for r in range(world)]
+    procs = []
+    for world in worlds:
+        port = free_port()
+        procs += [ctx.Process(target=_train_once, args=(r, world, port, model_dir, queue)) for r in range(world)]
     for p in procs:
         p.start()
-    out = [queue.get(timeout=300) for _ in procs]
+    out: dict[int, list] = {w: [] for w in worlds}
+    for _ in procs:
+        world, rank, stats, fp = queue.get(timeout=300)
+        out[world].append((rank, stats, fp))
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
@@ -68,11 +74,12 @@ def test_two_rank_actor_step_equals_single_rank_step(tmp_path):
     model_dir = str(tmp_path / "policy")
     build_causal_lm(ModelConfig(vocab_size=320, seq_len=16), 0,
                     special_ids={"pad_token_id": 0, "eos_token_id": 2}).save_pretrained(model_dir)
-    (_, _, single, fp_single), = run_group(1, model_dir)
-    pair = run_group(2, model_dir)
-    summed = {k: sum(stats[k] for _, _, stats, _ in pair) for k in single}
+    groups = run_groups((1, 2), model_dir)
+    (_, single, fp_single), = groups[1]
+    pair = groups[2]
+    summed = {k: sum(stats[k] for _, stats, _ in pair) for k in single}
     for key in ("policy_loss", "entropy", "clip_frac", "approx_kl", "actor_grad_norm"):
         assert summed[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
     assert single["actor_grad_norm"] > 0
-    for _, _, _, fp in pair:  # both ranks hold the same weights, equal to the single-rank step's
+    for _, _, fp in pair:  # both ranks hold the same weights, equal to the single-rank step's
         assert fp == pytest.approx(fp_single, rel=1e-7)
