@@ -104,8 +104,8 @@ def connect(address: str):
     from orchestrator.quiet import verbose
 
     if not verbose():  # Ray's client logs every packaging step of the working dir (set after Ray's import)
-        for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging",
-                     "ray._private.runtime_env.working_dir"):
+        names = [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]
+        for name in names + ["ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir"]:
             logging.getLogger(name).setLevel(logging.ERROR)
     token = find_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -118,9 +118,10 @@ def connect(address: str):
 def _client_error(exc: BaseException, address: str, had_token: bool) -> ConfigError:
     text = str(exc)
     if "Token authentication is enabled but" in text and "find" in text:  # Ray's client found no token here
-        return ConfigError("RAY_AUTH_TOKEN", f"no Ray auth token found for the cluster at {address}, which requires one",
-                           "export RAY_AUTH_TOKEN=<the cluster's token> or put it in ~/.ray/auth_token "
-                           "(`ray get-auth-token` on the head node prints it)")
+        return ConfigError("RAY_AUTH_TOKEN", f"no Ray auth token found for the cluster at {address} (looked in "
+                           "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)",
+                           "export RAY_AUTH_TOKEN=<the cluster's token> (`ray get-auth-token` on the head node prints it); "
+                           "RAY_AUTH_MODE=disabled only for a cluster without token auth")
     if "Authentication required" in text or "401" in text or (not had_token and "Unauthorized" in text):
         return ConfigError("RAY_AUTH_TOKEN", f"the Ray cluster at {address} refused the request: no auth token was sent",
                            "export RAY_AUTH_TOKEN=<the cluster's token> or put it in ~/.ray/auth_token "
