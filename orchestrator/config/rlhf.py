@@ -24,9 +24,21 @@ class SFTOptions(Frozen):
     max_prompt_tokens: int = 48
     """Prompts longer than this are truncated from the left (the end of a prompt matters most); the
     response gets the rest of ``model.seq_len``."""
+    lora_rank: int = 0
+    """LoRA rank (peft); 0 = full fine-tuning (the default: tiny models train fully in seconds). With
+    LoRA only the adapters train, and the export merges them into plain weights."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (the update is scaled by alpha / rank); 16 is peft's common choice."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input; 0 keeps CPU runs bit-exact."""
+    lora_target_modules: Optional[list[str]] = None
+    """Module names to adapt; null = peft's default for the architecture (q_proj/v_proj for llama,
+    c_attn for gpt2)."""
 
     def __post_init__(self) -> None:
         require(self.max_prompt_tokens >= 1, "sft.max_prompt_tokens", "must be >= 1", "use e.g. 48")
+        require(self.lora_rank >= 0, "sft.lora_rank", "must be >= 0", "use 0 (full fine-tuning) or e.g. 8")
+        require(0 <= self.lora_dropout < 1, "sft.lora_dropout", "must be in [0, 1)", "use 0.0")
 
 
 @dataclass

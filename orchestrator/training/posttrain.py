@@ -50,6 +50,14 @@ def run_posttrain(cfg: TrainJobConfig) -> dict[str, Any]:
     if cfg.kind == "sft" and cfg.sft.packing and cfg.model.arch != "llama":
         raise ConfigError("sft.packing", f"packing needs per-example attention masks, supported here for llama only "
                           f"(model.arch={cfg.model.arch})", "set sft.packing=false or model.arch=llama")
+    if cfg.kind == "sft" and cfg.sft.lora_rank and cfg.parallel.zero_stage == 3:
+        raise ConfigError("sft.lora_rank", "LoRA merge-on-export needs whole weights, not ZeRO-3 partitions",
+                          "use parallel.zero_stage<=2 with LoRA (the frozen base has no optimizer states anyway)")
+    if cfg.kind == "sft" and cfg.sft.lora_rank:
+        try:
+            import peft  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("sft.lora_rank", "LoRA needs the peft package", "pip install -e '.[lora]'") from exc
     out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
     resume_dir = resolve_resume(cfg, ckpt_root)

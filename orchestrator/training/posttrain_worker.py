@@ -60,6 +60,14 @@ def build_model(args: PostTrainArgs, tok: Any) -> Any:
     special = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
     lm = build_causal_lm(cfg.model, cfg.trainer.seed, special_ids=special, local_pretrained_dir=args.model_dir) \
         if args.model_dir else build_causal_lm(_no_pretrained(cfg.model), cfg.trainer.seed, special_ids=special)
+    if cfg.kind == "sft" and cfg.sft.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        o = cfg.sft
+        seed_everything(cfg.trainer.seed + 2)  # adapter init, identical on every rank
+        return get_peft_model(lm, LoraConfig(r=o.lora_rank, lora_alpha=o.lora_alpha, lora_dropout=o.lora_dropout,
+                                             target_modules=list(o.lora_target_modules) if o.lora_target_modules else None,
+                                             task_type="CAUSAL_LM"))
     if cfg.kind != "reward_model":
         return lm
     seed_everything(cfg.trainer.seed + 1)  # the head's init is seeded too (identical on every rank)
@@ -179,6 +187,11 @@ def _export(engine: Any, args: PostTrainArgs, rank: int, final: dict[str, float]
     from orchestrator.engine.export import export_hf, gathered_state_dict
     from orchestrator.rlhf.common import copy_tokenizer
 
+    if args.cfg.kind == "sft" and args.cfg.sft.lora_rank:
+        if rank == 0:  # merge the adapters into plain weights: the export is an ordinary HF model
+            _save_atomic(engine.module.merge_and_unload(), args.export_dir, args.tokenizer_dir)
+        _barrier()
+        return
     if args.cfg.kind != "reward_model":
         export_hf(engine, args.export_dir, rank=rank, tokenizer_dir=args.tokenizer_dir)
         return
@@ -193,6 +206,25 @@ def _export(engine: Any, args: PostTrainArgs, rank: int, final: dict[str, float]
         module.save(args.export_dir, reward_mean=final["reward_mean"], reward_std=final["reward_std"],
                     reward_count=final["reward_count"], eval_accuracy=final.get("eval_accuracy"))
         copy_tokenizer(args.tokenizer_dir, args.export_dir)
+    _barrier()
+
+
+def _save_atomic(model: Any, out_dir: str, tokenizer_dir: str) -> None:
+    import os
+    import shutil
+
+    from orchestrator.rlhf.common import copy_tokenizer
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    copy_tokenizer(tokenizer_dir, tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def _barrier() -> None:
     import torch
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():

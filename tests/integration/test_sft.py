@@ -49,3 +49,23 @@ def test_sft_run_is_tracked_with_lineage_and_a_registered_model(sft):
     AutoModelForCausalLM.from_pretrained(sft)
     assert AutoTokenizer.from_pretrained(sft).eos_token == "<|eos|>"
     assert not (sft / "scalar_head.safetensors").exists()
+
+
+def test_sft_with_lora_trains_adapters_and_exports_merged_weights(sft, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.integration.rlhf_helpers import job_cfg, ray_local_session
+    from orchestrator.training.posttrain import run_sft
+
+    cfg = job_cfg("sft", tmp_path, "sft_lora", f"model.pretrained={sft}", "sft.lora_rank=4", "trainer.max_steps=10",
+                  "trainer.global_batch_size=16", "parallel.micro_batch_size=8", "trainer.save_every=0",
+                  "tracking.enabled=false")
+    with ray_local_session():
+        res = run_sft(cfg)
+    export = Path(res["export_dir"])
+    assert not (export / "adapter_config.json").exists()  # merged: a plain HF model, no adapter files
+    before, after = load_file(str(sft / "model.safetensors")), load_file(str(export / "model.safetensors"))
+    assert set(after) <= set(before)  # (the base export also lists the tied lm_head; merged weights may not)
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed), changed
