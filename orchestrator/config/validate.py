@@ -60,6 +60,10 @@ def _validate_train(cfg: TrainJobConfig) -> None:
             "tensor and pipeline parallelism cannot be combined (DeepSpeed AutoTP's (data, tensor) mesh has no "
             "pipeline axis)", "use either parallel.tensor_parallel or parallel.pipeline_parallel")
     per_step = p.micro_batch_size * dp
+    if cfg.kind == "sft":
+        from orchestrator.training.posttrain import check_sft
+
+        check_sft(cfg)
     if cfg.kind == "ppo":  # PPO batches are ppo.rollout_batch_size/minibatch_size over its role actors
         from orchestrator.rlhf.jobs import check_ppo
 

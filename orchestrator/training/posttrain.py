@@ -34,6 +34,20 @@ def run_reward_model(cfg: RewardModelConfig) -> dict[str, Any]:
     return run_posttrain(cfg)
 
 
+def check_sft(cfg: TrainJobConfig) -> None:
+    """SFT option combinations refused before Ray starts (called by ``config.validate`` too)."""
+    from orchestrator.config.errors import ConfigError
+
+    if cfg.kind != "sft":
+        return
+    if cfg.sft.packing and cfg.model.arch != "llama":  # type: ignore[attr-defined]
+        raise ConfigError("sft.packing", f"packing needs per-example attention masks, supported here for llama only "
+                          f"(model.arch={cfg.model.arch})", "set sft.packing=false or model.arch=llama")
+    if cfg.sft.lora_rank and cfg.parallel.zero_stage == 3:  # type: ignore[attr-defined]
+        raise ConfigError("sft.lora_rank", "LoRA merge-on-export needs whole weights, not ZeRO-3 partitions",
+                          "use parallel.zero_stage<=2 with LoRA (the frozen base has no optimizer states anyway)")
+
+
 def run_posttrain(cfg: TrainJobConfig) -> dict[str, Any]:
     """Shared driver of sft / reward_model / dpo (see :mod:`orchestrator.training.posttrain_worker`)."""
     from orchestrator.config.errors import ConfigError
@@ -47,12 +61,7 @@ def run_posttrain(cfg: TrainJobConfig) -> dict[str, Any]:
     from orchestrator.training.posttrain_worker import DATA_FORMAT, EVAL_FILE, PostTrainArgs, posttrain_worker
 
     refuse_unsupported_parallelism(cfg, cfg.kind)
-    if cfg.kind == "sft" and cfg.sft.packing and cfg.model.arch != "llama":
-        raise ConfigError("sft.packing", f"packing needs per-example attention masks, supported here for llama only "
-                          f"(model.arch={cfg.model.arch})", "set sft.packing=false or model.arch=llama")
-    if cfg.kind == "sft" and cfg.sft.lora_rank and cfg.parallel.zero_stage == 3:
-        raise ConfigError("sft.lora_rank", "LoRA merge-on-export needs whole weights, not ZeRO-3 partitions",
-                          "use parallel.zero_stage<=2 with LoRA (the frozen base has no optimizer states anyway)")
+    check_sft(cfg)
     if cfg.kind == "sft" and cfg.sft.lora_rank:
         try:
             import peft  # noqa: F401

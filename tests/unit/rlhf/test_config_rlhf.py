@@ -21,6 +21,9 @@ from orchestrator.config.load import load
     ("ppo", ["ppo.actor.num_workers=0"], "ppo.<role>.num_workers"),
     ("dpo", ["dpo.label_smoothing=0.7"], "dpo.label_smoothing"),
     ("sft", ["sft.max_prompt_tokens=0"], "sft.max_prompt_tokens"),
+    ("sft", ["sft.lora_rank=-1"], "sft.lora_rank"),
+    ("sft", ["sft.lora_rank=8", "parallel=zero3"], "sft.lora_rank"),
+    ("sft", ["sft.packing=true", "model=tiny_gpt2"], "sft.packing"),
 ])
 def test_invalid_post_training_configs(kind, overrides, key):
     with pytest.raises(ConfigError) as info:
