@@ -4,7 +4,7 @@ Runs, all on the tiny Llama with the same seed and data (global batch 4, micro-b
 per step), shared by the assertions below:
 
 * ``base``: tp=1, pp=1 (one worker, ZeRO-0) — the reference;
-* ``tp2``: tensor_parallel=2 with ZeRO-1 (dp=1); ``tp2_fault``: the same, a worker dies at step 8 and Ray
+* ``tp2``: tensor_parallel=2 with ZeRO-3 (dp=1; the hardest composition); ``tp2_fault``: the same, a worker dies at step 8 and Ray
   Train restarts the group from the step-5 checkpoint;
 * ``pp2``: pipeline_parallel=2 with ZeRO-1, tied embeddings across the two stages; ``pp2_fault`` likewise.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported anywhere in this process
 
@@ -38,7 +39,7 @@ def overrides(ws, run_name: str, *extra: str) -> list[str]:
 
 TOPOLOGIES = {
     "base": ["cluster.num_workers=1", "parallel=zero0"],
-    "tp2": ["cluster.num_workers=2", "parallel=tp2"],
+    "tp2": ["cluster.num_workers=2", "parallel=tp2", "parallel.zero_stage=3"],  # TP shards + ZeRO-3 partitions
     "pp2": ["cluster.num_workers=2", "parallel=pp2"],
 }
 
@@ -86,15 +87,9 @@ def test_losses_equal_single_rank_run(runs, name):
 @pytest.mark.parametrize("name", ["tp2", "pp2"])
 def test_recovered_run_is_bit_exact(runs, ws, name):
     res = runs[f"{name}_fault"]
-    assert (ws / "pretrain" / f"{name}_fault" / ".fail_at_step_8.done").exists() or _fault_marker(res)
+    assert (Path(res["output_dir"]) / ".fail_at_step_8.done").exists()  # a worker did die at step 8
     assert res["losses"] == runs[name]["losses"]  # steps 6..10 recomputed from the step-5 checkpoint
     assert res["eval"]["eval_loss"] == runs[name]["eval"]["eval_loss"]
-
-
-def _fault_marker(res) -> bool:
-    from pathlib import Path
-
-    return (Path(res["output_dir"]) / ".fail_at_step_8.done").exists()
 
 
 def test_exports_load_in_plain_transformers_with_reference_logits(runs):
@@ -113,11 +108,9 @@ def test_exports_load_in_plain_transformers_with_reference_logits(runs):
 
 
 def test_checkpoints_hold_the_topology(runs):
-    from pathlib import Path
-
     tp_ckpt, pp_ckpt = Path(runs["tp2"]["checkpoint_dir"]), Path(runs["pp2"]["checkpoint_dir"])
     assert tp_ckpt.name == pp_ckpt.name == f"step_{STEPS:08d}"
-    assert len(list(tp_ckpt.glob("mp_rank_0[01]_model_states.pt"))) == 2  # one model shard per TP rank
+    assert len(list(tp_ckpt.glob("*mp_rank_0[01]_model_states.pt"))) == 2  # one model shard per TP rank
     assert list(pp_ckpt.glob("layer_*-model_states.pt"))  # pipeline checkpoints are per layer
     state = json.loads((pp_ckpt / "trainer_state.json").read_text())
     assert state["step"] == STEPS and state["extra"]["shape"]["parallel.pipeline_parallel"] == 2
