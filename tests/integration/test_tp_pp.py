@@ -82,6 +82,12 @@ def test_losses_equal_single_rank_run(runs, name):
     for step in base:
         assert other[step] == pytest.approx(base[step], rel=1e-5), (name, step, other[step], base[step])
     assert base[STEPS] < base[1]  # it does learn
+    from orchestrator.training.loop import read_steps
+
+    steps_base, steps_other = read_steps(runs["base"]["output_dir"]), read_steps(runs[name]["output_dir"])
+    for step in (1, STEPS):  # the global gradient norm and the token count (counted once per dp rank) agree too
+        assert steps_other[step]["grad_norm"] == pytest.approx(steps_base[step]["grad_norm"], rel=1e-5)
+        assert steps_other[step]["tokens_seen"] == steps_base[step]["tokens_seen"] == step * 4 * 64
 
 
 @pytest.mark.parametrize("name", ["tp2", "pp2"])

@@ -66,3 +66,30 @@ def test_pipeline_topology_puts_stages_of_one_pipeline_on_consecutive_ranks():
     assert [(topo.get_coord(r).data, topo.get_coord(r).pipe) for r in range(4)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     # the worker computes its data-parallel rank as rank // (tp * pp)
     assert [topo.get_coord(r).data for r in range(4)] == [r // 2 for r in range(4)]
+
+
+@pytest.mark.parametrize("preset,tied", [("tiny", True), ("tiny", False), ("tiny_gpt2", True)])
+def test_pipeline_layers_chained_give_the_hf_models_logits_and_loss(preset, tied):
+    """The stage layers, run one after another (what the pipeline does across ranks), equal the HF model."""
+    import torch
+    from deepspeed.pipe import TiedLayerSpec
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from orchestrator.engine.pipe import layer_specs
+    from orchestrator.models.build import build_causal_lm
+
+    cfg = load("pretrain", [f"model={preset}", f"model.tie_embeddings={str(tied).lower()}"])
+    hf = build_causal_lm(cfg.model, 0).eval()
+    ids = torch.randint(0, cfg.model.vocab_size, (2, 16), generator=torch.Generator().manual_seed(3))
+    x: torch.Tensor = ids
+    built: dict[str, torch.nn.Module] = {}
+    with torch.no_grad():
+        for spec in layer_specs(hf):
+            if isinstance(spec, TiedLayerSpec):
+                module = built.setdefault(spec.key, spec.build())
+                x = spec.forward_fn(module, x) if spec.forward_fn else module(x)
+            else:
+                x = spec.build()(x)
+        ref = hf(input_ids=ids, labels=ids)
+    torch.testing.assert_close(x, ref.logits, rtol=1e-6, atol=1e-6)
+    assert float(ForCausalLMLoss(x, ids, vocab_size=cfg.model.vocab_size)) == pytest.approx(float(ref.loss), rel=1e-6)
