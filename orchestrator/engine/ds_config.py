@@ -1,9 +1,8 @@
 """DeepSpeed config dict from the typed config and its plan (pure: no torch, no DeepSpeed import).
 
 The builder is the one place that maps ``parallel.*``/``trainer.*`` to DeepSpeed keys. Tensor
-parallelism (AutoTP, ``"tensor_parallel": {"autotp_size": tp}``) and pipeline parallelism
-(``PipelineModule``) plug in here and in :mod:`orchestrator.engine.initialize`; they are implemented by
-issue 5 (the pretrain runner refuses tp/pp > 1 until then).
+parallelism (AutoTP, ``"tensor_parallel": {"autotp_size": tp}``) is a key here; its process groups and the
+pipeline's ``PipelineModule`` are set up in :mod:`orchestrator.engine.initialize` (see :mod:`.tp`, :mod:`.pipe`).
 """
 
 from __future__ import annotations
