@@ -128,13 +128,16 @@ def run_datatrove(input_dir: str, work: str) -> dict:
     return {"seconds": t1 - t0, "seconds_with_startup": t1 - t0, "removed": removed}
 
 
-def measure(kind: str, input_dir: Path, work: Path) -> dict:
+def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float | None = None) -> dict:
     """Run one pipeline in a child process; peak PSS summed over its process tree."""
     import psutil
 
     result_path = work / f"{kind}.json"
+    env = dict(os.environ)
+    if object_store_fraction is not None:  # a bounded object store spills shuffle blocks to disk
+        env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = str(object_store_fraction)
     proc = subprocess.Popen([sys.executable, __file__, "--child", kind, "--input", str(input_dir), "--work", str(work),
-                             "--result", str(result_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--result", str(result_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     peak = 0
     root = psutil.Process(proc.pid)
 
@@ -177,6 +180,9 @@ def main() -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--out", default=str(REPO / "outputs" / "bench_dedup"))
     ap.add_argument("--only", choices=["ours", "datatrove"], default=None)
+    ap.add_argument("--object-store-fraction", type=float, default=0.03,
+                    help="Ray object store as a fraction of RAM for ours (Ray's default 0.3); shuffle blocks "
+                         "beyond it spill to disk, which is what keeps memory flat as the corpus grows")
     ap.add_argument("--child", choices=["ours", "datatrove"])
     ap.add_argument("--input")
     ap.add_argument("--work")
@@ -197,7 +203,7 @@ def main() -> None:
         for kind in [k for k in ("ours", "datatrove") if a.only in (None, k)]:
             work = base / kind
             work.mkdir(parents=True)
-            res = measure(kind, base / "input", work)
+            res = measure(kind, base / "input", work, a.object_store_fraction if kind == "ours" else None)
             p, r, f = f1(set(res["removed"]), truth)
             rows.append({"scale": scale, "docs": n_docs, "MiB": round(size_mib, 1), "pipeline": kind,
                          "seconds": round(res["seconds"], 1), "docs_per_s": round(n_docs / res["seconds"]),

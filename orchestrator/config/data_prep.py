@@ -248,7 +248,8 @@ class DataPrepDataConfig(Frozen):
     ranges of this size, one Ray task each (compressed files and Parquet row groups are one partition
     each). Stage-1 memory is bounded by a batch of documents, whatever the partition size."""
     shuffle_partitions: Optional[int] = None
-    """Hash partitions of the dedup shuffles; null = about one per 100k documents (at least 2)."""
+    """Hash partitions of the dedup shuffles; null = one per 10k documents (at least 2), which bounds
+    a reduce task's memory (14 band rows of ~0.5 KB per document)."""
     demo_num_docs: int = 600
     """Original documents of the generated demo corpus (data.input=null); duplicates, junk and
     malformed lines are added on top."""

@@ -135,6 +135,24 @@ def resolve_root_ids(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # ----- drivers ---------------------------------------------------------------------------------
 
+def _read_columns(batch: dict[str, np.ndarray], columns: list[str]) -> dict[str, np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(str(p), columns=columns) for p in batch["path"]])
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+
+
+def read_docs(doc_files: list[str], columns: list[str]) -> Any:
+    """Stage-1 outputs as a Ray Data dataset, one task per file. (``ray.data.read_parquet`` starts a
+    metadata-reading worker process per file fragment, ~100 MB each: memory that grows with the
+    number of files rather than with the work.)"""
+    import ray.data
+
+    ds = ray.data.from_items([{"path": f} for f in doc_files], override_num_blocks=max(1, len(doc_files)))
+    return ds.map_batches(_read_columns, batch_size=1, batch_format="numpy", fn_kwargs={"columns": columns})
+
+
 @contextlib.contextmanager
 def sort_shuffle():
     """Group-bys with Ray Data's sort-based shuffle. Ray 2.60's default hash shuffle fails on a reduce
@@ -154,9 +172,8 @@ def sort_shuffle():
 @sort_shuffle()
 def run_exact_dedup(doc_files: list[str], out_dir: Path, num_buckets: int) -> int:
     """Write exact-duplicate removals (part, order, duplicate_of) under ``out_dir``; returns the count."""
-    import ray.data
 
-    ds = ray.data.read_parquet(doc_files, columns=["order", "id", "exact_key"])
+    ds = read_docs(doc_files, ["order", "id", "exact_key"])
     ds = ds.map_batches(exact_buckets, fn_kwargs={"num_buckets": num_buckets}, batch_format="numpy")
     removed = ds.groupby("bucket", num_partitions=num_buckets).map_groups(exact_group, batch_format="numpy")
     removed = removed.materialize()
@@ -191,9 +208,7 @@ def connected_components(edges: Any, num_buckets: int, max_iterations: int) -> t
 @sort_shuffle()
 def run_near_dedup(doc_files: list[str], out_dir: Path, num_buckets: int, mh: Any) -> dict[str, int]:
     """Write near-duplicate removals (part, order, duplicate_of) under ``out_dir``."""
-    import ray.data
-
-    ds = ray.data.read_parquet(doc_files, columns=["order", "id", "sig"])
+    ds = read_docs(doc_files, ["order", "id", "sig"])
     bands = ds.map_batches(explode_bands, batch_format="numpy", fn_kwargs={
         "num_bands": mh.num_bands, "rows_per_band": mh.rows_per_band, "num_buckets": num_buckets})
     edges = (bands.groupby("bucket", num_partitions=num_buckets)

@@ -33,7 +33,7 @@ from orchestrator.data.stats import aggregate_step_stats, plot_filter_histograms
 from orchestrator.data.steps import DocumentSteps
 
 log = logging.getLogger(__name__)
-DOCS_PER_SHUFFLE_PARTITION = 100_000
+DOCS_PER_SHUFFLE_PARTITION = 10_000  # ~70 MB of band rows per reduce task: bounds worker memory
 
 
 def _fingerprint(cfg: DataPrepConfig, parts: list[Partition]) -> str:
@@ -86,6 +86,7 @@ def _stage2(parts: list[Partition], cfg: DataPrepConfig, work: Path, num_docs: i
     d = cfg.data
     files = [str(work / "stage1" / "docs" / f"{part_name(p.index)}.parquet") for p in parts]
     buckets = d.shuffle_partitions or max(2, -(-num_docs // DOCS_PER_SHUFFLE_PARTITION))
+    log.info("data_prep dedup: %d documents, %d shuffle partitions", num_docs, buckets)
     result: dict[str, Any] = {}
     for step, enabled in (("exact", d.exact_dedup.enabled), ("near", d.minhash.enabled)):
         marker = work / "dedup" / f"{step}.done"
