@@ -63,7 +63,7 @@ def finalize_partition(index: int, cfg: DataPrepDataConfig, work: str | Path, ou
                 else:
                     rec.update(json.loads(text))
                     rec.pop(cfg.id_field, None)
-                    for src, dst in zip(fields, _canonical_fields(cfg)):
+                    for src, dst in zip(fields, canonical_fields(cfg.format)):
                         rec[dst] = rec.pop(src)
                     rec = {"id": doc_id, **rec}
                 kf.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -76,9 +76,11 @@ def finalize_partition(index: int, cfg: DataPrepDataConfig, work: str | Path, ou
     return counts | {"skipped": False}
 
 
-def _canonical_fields(cfg: DataPrepDataConfig) -> tuple[str, ...]:
-    return {"sft": ("prompt", "response"), "preference": ("prompt", "chosen", "rejected"),
-            "prompts": ("prompt",)}[cfg.format]
+def canonical_fields(fmt: str) -> tuple[str, ...]:
+    """Text fields of a records format, as ``write_records_dataset`` names them."""
+    from orchestrator.data.shards import REQUIRED_FIELDS
+
+    return REQUIRED_FIELDS[fmt]
 
 
 def iter_kept(out: str | Path) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,8 @@ from orchestrator.config.base import as_dict
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import DataPrepConfig
 from orchestrator.data import dedup
-from orchestrator.data.finalize import finalize_partition, iter_kept, pack_arrays, tokenize_partition
+from orchestrator.data.finalize import (canonical_fields, finalize_partition, iter_kept, pack_arrays,
+                                        tokenize_partition)
 from orchestrator.data.inputs import resolve_partitions
 from orchestrator.data.partition import part_name, process_partition
 from orchestrator.data.readers import Partition
@@ -114,8 +115,7 @@ def _tokenizer(cfg: DataPrepConfig, work: Path, out: Path) -> Path:
     tok_dir = work / "tokenizer"
     if (tok_dir / "done").exists():
         return tok_dir
-    names = (d.text_field,) if d.format == "pretrain" else \
-        {"sft": ("prompt", "response"), "preference": ("prompt", "chosen", "rejected"), "prompts": ("prompt",)}[d.format]
+    names = (d.text_field,) if d.format == "pretrain" else canonical_fields(d.format)
     texts = (str(rec[n]) for rec in iter_kept(out) for n in names)
     train_bpe_tokenizer(texts, d.vocab_size, tok_dir)
     (tok_dir / "done").write_text("done\n")
