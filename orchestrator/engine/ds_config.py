@@ -40,8 +40,12 @@ def build_ds_config(cfg: TrainJobConfig, plan: TrainPlan) -> dict[str, Any]:
         ds["bf16"] = {"enabled": True}
     elif plan.precision == "fp16":
         ds["fp16"] = {"enabled": True, "initial_scale_power": 16, "loss_scale_window": 1000}
-    if plan.tp_size > 1:  # issue 5: AutoTP training
+    if plan.tp_size > 1:  # AutoTP training (process groups: orchestrator.engine.tp)
         ds["tensor_parallel"] = {"autotp_size": plan.tp_size}
+        if cfg.kind != "pretrain":
+            # Objectives that read the logits (SFT token log-probs) need them whole: keep the (tied) output
+            # head replicated instead of DeepSpeed's vocabulary-parallel head with its own loss.
+            ds["tensor_parallel"]["vocab_parallel_lm_head"] = False
     return ds
 
 

@@ -14,18 +14,23 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
 
 
-TP_PP_JOBS = ("pretrain",)
-"""Jobs whose workers run AutoTP / PipelineModule (orchestrator.engine.tp / .pipe); the others' objectives
-(pairwise/preference losses, padded batches) still need plain data-parallel engines."""
+TP_JOBS = ("pretrain", "sft")
+"""Jobs whose workers run DeepSpeed AutoTP (orchestrator.engine.tp): their objective is a plain forward."""
+PP_JOBS = ("pretrain",)
+"""Jobs whose workers run a PipelineModule (orchestrator.engine.pipe): the pipeline's loss is the causal-LM
+loss on labels; SFT's masked/scaled loss and the pairwise objectives still need a whole-model forward."""
 
 
 def refuse_unsupported_parallelism(cfg: TrainJobConfig, job: str) -> None:
     """Refuse tensor/pipeline parallelism before Ray starts for jobs that do not support it."""
-    if job in TP_PP_JOBS:
-        return
     p = cfg.parallel
-    for key, value in (("parallel.tensor_parallel", p.tensor_parallel), ("parallel.pipeline_parallel", p.pipeline_parallel)):
-        if value > 1:
+    lora = getattr(getattr(cfg, "sft", None), "lora_rank", 0)
+    if job == "sft" and lora and p.tensor_parallel > 1:
+        raise ConfigError("parallel.tensor_parallel", "LoRA adapters cannot be sharded by AutoTP",
+                          "set sft.lora_rank=0 or parallel.tensor_parallel=1")
+    for key, value, jobs in (("parallel.tensor_parallel", p.tensor_parallel, TP_JOBS),
+                             ("parallel.pipeline_parallel", p.pipeline_parallel, PP_JOBS)):
+        if value > 1 and job not in jobs:
             raise ConfigError(key, f"{value} is not supported by {job} yet (ZeRO data parallelism only)",
                               f"set {key}=1 and use parallel.zero_stage=0..3 to scale")
 

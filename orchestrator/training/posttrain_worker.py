@@ -108,9 +108,10 @@ def run_worker(args: PostTrainArgs, reporter: Any) -> dict[str, Any]:
     num_params = count_params(model)
     engine = init_engine(model, cfg, plan)
     packing = cfg.kind == "sft" and cfg.sft.packing
-    source, eval_idx = make_source(encoded, manifest["digest"], cfg, plan, rank, fmt, tok.pad_token_id, packing)
+    dp_rank = rank // (plan.tp_size * plan.pp_size)  # ranks of one TP group read the same examples
+    source, eval_idx = make_source(encoded, manifest["digest"], cfg, plan, dp_rank, fmt, tok.pad_token_id, packing)
     held_out = eval_batches(encoded, eval_idx, fmt, tok.pad_token_id, cfg.model.seq_len, plan.micro_batch_size,
-                            rank, world)
+                            dp_rank, plan.dp_size)
 
     if cfg.kind == "sft":
         objective = obj.sft_objective

@@ -188,7 +188,11 @@ def test_unsupported_parallelism_is_refused_by_name():
     """Jobs without tensor/pipeline-parallel workers refuse tp/pp > 1 before Ray starts."""
     from orchestrator.training.driver import refuse_unsupported_parallelism
 
-    cfg = load("sft", ["parallel.tensor_parallel=2"])
+    cfg = load("sft", ["parallel.pipeline_parallel=2", "parallel.zero_stage=1"])  # sft runs TP, not PP
     with pytest.raises(ConfigError) as err:
         refuse_unsupported_parallelism(cfg, "sft")
+    assert err.value.key == "parallel.pipeline_parallel"
+    cfg = load("reward_model", ["parallel.tensor_parallel=2"])
+    with pytest.raises(ConfigError) as err:
+        refuse_unsupported_parallelism(cfg, "reward_model")
     assert err.value.key == "parallel.tensor_parallel"

@@ -137,3 +137,21 @@ def test_mlflow_has_topology_and_stage_timings(runs, ws):
         assert len(hist) == STEPS and all(m.value > 0 for m in hist)
     plan_bubble = client.get_run(pp_run).data.params["plan.pipeline_bubble"]
     assert float(plan_bubble) == pytest.approx(1 / 5)  # (p-1)/(m+p-1) with m=4 micro-batches, p=2
+
+
+@pytest.fixture(scope="module")
+def sft_runs(ray_local, ws):
+    """SFT (loss on response tokens, packed examples) from scratch: one worker vs tensor_parallel=2 (ZeRO-1)."""
+    from orchestrator.training.posttrain import run_sft
+
+    common = [f"workspace={ws}", "trainer.max_steps=10", "trainer.global_batch_size=4", "trainer.save_every=0",
+              "trainer.eval_batches=2", "sft.packing=true"]
+    return {name: run_sft(load("sft", [*common, f"run_name=sft_{name}", *extra])) for name, extra in
+            {"base": ["cluster.num_workers=1"], "tp2": ["cluster.num_workers=2", "parallel=tp2"]}.items()}
+
+
+def test_sft_under_tensor_parallelism_matches_single_rank(sft_runs):
+    base, tp = sft_runs["base"]["losses"], sft_runs["tp2"]["losses"]
+    assert sorted(base) == sorted(tp) == list(range(1, 11))
+    for step in base:
+        assert tp[step] == pytest.approx(base[step], rel=1e-5), (step, tp[step], base[step])

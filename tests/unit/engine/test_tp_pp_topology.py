@@ -93,3 +93,32 @@ def test_pipeline_layers_chained_give_the_hf_models_logits_and_loss(preset, tied
         ref = hf(input_ids=ids, labels=ids)
     torch.testing.assert_close(x, ref.logits, rtol=1e-6, atol=1e-6)
     assert float(ForCausalLMLoss(x, ids, vocab_size=cfg.model.vocab_size)) == pytest.approx(float(ref.loss), rel=1e-6)
+
+
+def test_sft_keeps_the_output_head_whole_under_tensor_parallelism():
+    cfg = load("sft", ["parallel=tp2"])
+    assert build_ds_config(cfg, make_train_plan(cfg))["tensor_parallel"] == {"autotp_size": 2,
+                                                                           "vocab_parallel_lm_head": False}
+
+
+@pytest.mark.parametrize("kind,overrides,key", [
+    ("sft", ["parallel.pipeline_parallel=2", "parallel.zero_stage=1"], "parallel.pipeline_parallel"),
+    ("sft", ["parallel=tp2", "sft.lora_rank=4"], "parallel.tensor_parallel"),
+    ("reward_model", ["parallel=tp2"], "parallel.tensor_parallel"),
+    ("dpo", ["parallel=pp2"], "parallel.pipeline_parallel"),
+])
+def test_jobs_without_tp_or_pp_workers_refuse_them_before_ray(kind, overrides, key):
+    from orchestrator.config import ConfigError
+    from orchestrator.training.driver import refuse_unsupported_parallelism
+
+    with pytest.raises(ConfigError) as err:
+        refuse_unsupported_parallelism(load(kind, overrides), kind)
+    assert err.value.key == key
+
+
+def test_pretrain_and_sft_accept_tensor_parallelism():
+    from orchestrator.training.driver import refuse_unsupported_parallelism
+
+    for kind in ("pretrain", "sft"):
+        refuse_unsupported_parallelism(load(kind, ["parallel=tp2"]), kind)
+    refuse_unsupported_parallelism(load("pretrain", ["parallel=pp2"]), "pretrain")
