@@ -25,7 +25,7 @@ Public API:
     pipeline_eval_loss(engine, micro_batch) -> torch.Tensor         (mean loss, all ranks)
     pipeline_state_dict(engine, rank) -> Optional[dict]             (collective; full HF state on rank 0)
     hf_model_of(engine) -> transformers.PreTrainedModel
-    partition_method(name, arch) -> str
+    partition_method(name) -> str
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from torch import nn
 _BLOCK_TYPE = "_Block"
 
 
-def partition_method(name: str, arch: str = "llama") -> str:
+def partition_method(name: str) -> str:
     """DeepSpeed's ``partition_method`` for ``parallel.pipeline_partition``: ``parameters`` balances
     parameter counts; ``uniform`` balances the number of transformer blocks per stage."""
     return "parameters" if name == "parameters" else f"type:{_BLOCK_TYPE}"
