@@ -73,6 +73,7 @@ class JobTracker:
         self.tracking_uri: str = cfg.tracking.uri  # type: ignore[assignment]
         self.metrics = MetricsLogger(client, run_id)
         self._finished = False
+        self._system_monitor = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -115,7 +116,22 @@ class JobTracker:
             state_path.parent.mkdir(parents=True, exist_ok=True)
             state_path.write_text(json.dumps({"run_id": run_id, "tracking_uri": cfg.tracking.uri}))
         tracker._install_sigterm()
+        if cfg.tracking.log_system_metrics:
+            tracker._start_system_metrics()
         return tracker
+
+    def _start_system_metrics(self, sampling_interval_s: float = 10.0) -> None:
+        """CPU/GPU/memory/disk/network of this node as ``system/*`` metrics (MLflow's own monitor);
+        a resumed run continues its step numbers. Never fatal."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=sampling_interval_s, samples_before_logging=1,
+                                           resume_logging=self.resumed, tracking_uri=self.tracking_uri)
+            monitor.start()
+            self._system_monitor = monitor
+        except Exception as exc:  # e.g. psutil missing
+            log.warning("system metrics disabled: %s", exc)
 
     def _install_sigterm(self) -> None:
         """``ray job stop`` sends SIGTERM: turn it into KeyboardInterrupt so the run ends KILLED."""
@@ -139,6 +155,11 @@ class JobTracker:
         """Flush metrics and set the terminal status (FINISHED, FAILED or KILLED)."""
         if self._finished:
             return
+        if self._system_monitor is not None:
+            try:
+                self._system_monitor.finish()
+            except Exception as exc:
+                log.warning("system metrics monitor did not stop cleanly: %s", exc)
         self.metrics.close()
         try:
             self.client.set_terminated(self.run_id, status=status)

@@ -92,3 +92,18 @@ def test_dataset_lineage_and_registry(cfg, tmp_path):
     assert client.get_model_version("tiny-lm", version).tags["dataset_digest"] == digest
     local = resolve_model_uri(f"models:/tiny-lm/{version}", cfg.tracking.uri, tmp_path / "dl")
     assert (local / "config.json").read_text() == "{}"
+
+
+def test_system_metrics_are_logged(cfg, monkeypatch):
+    import dataclasses as dc
+
+    with JobTracker.start(cfg) as tr:
+        tr._system_monitor.finish()  # replace the default 10 s sampler by a fast one for the test
+        tr._start_system_metrics(sampling_interval_s=0.2)
+        time.sleep(1.5)
+    keys = MlflowClient(cfg.tracking.uri).get_run(tr.run_id).data.metrics
+    assert any(k.startswith("system/cpu_utilization") for k in keys), keys
+    off = dc.replace(cfg, run_name="nosys", output_dir=cfg.output_dir + "-n",
+                     tracking=dc.replace(cfg.tracking, log_system_metrics=False))
+    with JobTracker.start(off) as tr2:
+        assert tr2._system_monitor is None
