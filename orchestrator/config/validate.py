@@ -32,6 +32,9 @@ def validate(cfg: JobConfig) -> None:
     elif isinstance(cfg, PipelineConfig):
         require(len(cfg.pipeline.stages) > 0, "pipeline.stages", "the pipeline has no stages",
                 "pick a preset, e.g. pipeline=default")
+        from orchestrator.pipeline.runner import validate_stages
+
+        validate_stages(cfg)
 
 
 def _validate_train(cfg: TrainJobConfig) -> None:

@@ -56,6 +56,20 @@ def stage_config(cfg: PipelineConfig, stage: StageConfig, wiring: list[str], par
     return stage_cfg
 
 
+def validate_stages(cfg: PipelineConfig) -> None:
+    """Refuse any bad stage config (called by config validation, so before Ray starts and in dry runs).
+
+    Raises:
+        ConfigError: keyed ``pipeline.stages[<name>].<key>``.
+    """
+    for stage in cfg.pipeline.stages:
+        try:
+            stage_config(cfg, stage, wiring=[])
+        except ConfigError as exc:
+            if exc.key not in WIRED_KEYS:  # wired inputs do not exist yet; they are checked when wired
+                raise ConfigError(f"pipeline.stages[{stage.name}].{exc.key}", exc.problem, exc.fix) from None
+
+
 def _stage_hash(stage_cfg: JobConfig, upstream: list[tuple[str, dict[str, Any]]]) -> str:
     h = hashlib.sha256(config_hash(stage_cfg).encode())
     for _, record in upstream:
@@ -67,12 +81,6 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run every stage of ``cfg.pipeline``; returns the summary (also logged as an MLflow artifact)."""
     stages = list(cfg.pipeline.stages)
     by_name = {s.name: s for s in stages}
-    for stage in stages:  # refuse any bad stage config before Ray is asked for anything
-        try:
-            stage_config(cfg, stage, wiring=[])
-        except ConfigError as exc:
-            if exc.key not in WIRED_KEYS:  # wired inputs do not exist yet; they are checked when wired
-                raise ConfigError(f"pipeline.stages[{stage.name}].{exc.key}", exc.problem, exc.fix) from None
     records: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     t_start = time.time()

@@ -65,3 +65,11 @@ def test_summary_and_hint():
     text = format_summary(s)
     assert "eval_loss=2.5" in text and "pretrain/1" in text and "FINISHED" in text
     assert mlflow_ui_hint("sqlite:////x/mlflow.db").startswith("Open the MLflow UI:  mlflow ui --backend-store-uri sqlite:////x")
+
+
+def test_bad_stage_override_is_refused_when_the_pipeline_config_loads(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load("pipeline", [f"workspace={tmp_path}", "pipeline.stages.1.overrides=['parallel.zero_stage=9']"])
+    assert info.value.key == "pipeline.stages[pretrain].parallel.zero_stage"
+    # the wired inputs (data.path, model.pretrained, ppo.reward_model) are not required up front
+    assert load("pipeline", [f"workspace={tmp_path}"]).pipeline.stages[-1].kind == "ppo"
