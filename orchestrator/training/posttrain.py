@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,11 @@ def run_posttrain(cfg: TrainJobConfig) -> dict[str, Any]:
                              resume_dir=str(resume_dir) if resume_dir else None, run_id=tracker.run_id,
                              extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
                                           "mlflow_run_id": tracker.run_id, "dataset_dir": str(data)},
-                             export_dir=export_dir)
-        fit_worker_group(cfg, posttrain_worker, {"args": args})
+                             export_dir=export_dir, attempt_id=uuid.uuid4().hex)
+        try:
+            fit_worker_group(cfg, posttrain_worker, {"args": args})
+        finally:
+            (ckpt_root / f".started_{args.attempt_id}").unlink(missing_ok=True)
         version = common.finish_export(tracker, cfg, Path(export_dir), tags) if export_dir else None
         run_id = tracker.run_id
     steps = read_steps(str(out))

@@ -42,6 +42,8 @@ class PostTrainArgs:
     run_id: Optional[str]
     extra_state: dict[str, Any]
     export_dir: Optional[str]
+    attempt_id: str = "0"
+    """Unique per driver call: tells a first start from a restart inside the job (see ``select_resume``)."""
 
 
 def posttrain_worker(config: dict[str, Any]) -> None:
@@ -94,7 +96,7 @@ def run_worker(args: PostTrainArgs, reporter: Any) -> dict[str, Any]:
     from orchestrator.models.build import count_params
     from orchestrator.rlhf import objectives as obj
     from orchestrator.rlhf.sources import encode_records, eval_batches, make_source
-    from orchestrator.training.loop import LoopSpec, evaluate, restore, train_loop
+    from orchestrator.training.loop import LoopSpec, evaluate, restore, select_resume, train_loop
 
     torch.use_deterministic_algorithms(not cfg.cluster.use_gpu, warn_only=True)
     rank, world = reporter.world_rank, reporter.world_size
@@ -135,7 +137,8 @@ def run_worker(args: PostTrainArgs, reporter: Any) -> dict[str, Any]:
             return obj.evaluate_pairs(engine, held_out, objective, names)
 
     ckpts = CheckpointManager(out / "checkpoints", cfg.trainer.keep_checkpoints, rank, world)
-    resume_dir = reporter.restored_checkpoint() or args.resume_dir
+    # Our own ``latest`` decides on a restart inside the job (Ray may still name an older checkpoint).
+    resume_dir = select_resume(args.resume_dir, ckpts.root, args.attempt_id, rank)
     state = restore(engine, source, ckpts, resume_dir) if resume_dir else None
     sink = None
     if rank == 0 and args.run_id:
