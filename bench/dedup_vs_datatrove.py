@@ -65,6 +65,7 @@ def run_ours(input_dir: str, work: str) -> dict:
     from orchestrator.data import job
     from orchestrator.data.finalize import finalize_partition
     from orchestrator.data.readers import plan_partitions
+    from orchestrator.data.shuffle import map_tasks
     from orchestrator.runtime.ray_runtime import ray_session
 
     cfg = load("data_prep", [f"workspace={work}", "run_name=bench", f"data.input={input_dir}/*.jsonl",
@@ -81,8 +82,8 @@ def run_ours(input_dir: str, work: str) -> dict:
         work_dir.mkdir(parents=True, exist_ok=True)
         s1 = job._stage1(parts, cfg, work_dir)
         job._stage2(parts, cfg, work_dir, sum(s["docs_out"] for s in s1))
-        job._map_partitions(finalize_partition, [{"index": p.index} for p in parts], cfg=cfg.data,
-                            work=str(work_dir), out=str(out))
+        map_tasks(finalize_partition, [{"index": p.index} for p in parts], cfg=cfg.data,
+                  work=str(work_dir), out=str(out))
         t2 = time.time()
     removed = [json.loads(line)["id"] for f in sorted((out / "removals").glob("*.jsonl"))
                for line in open(f) if '"near_dedup"' in line]

@@ -248,8 +248,12 @@ class DataPrepDataConfig(Frozen):
     ranges of this size, one Ray task each (compressed files and Parquet row groups are one partition
     each). Stage-1 memory is bounded by a batch of documents, whatever the partition size."""
     shuffle_partitions: Optional[int] = None
-    """Hash partitions of the dedup shuffles; null = one per 10k documents (at least 2), which bounds
-    a reduce task's memory (14 band rows of ~0.5 KB per document)."""
+    """Hash partitions (buckets) of every dedup shuffle; null = sized from the data so that one bucket
+    holds about ``shuffle_partition_mb`` (the near-dedup shuffle moves 14 band rows of ~0.5 KB per
+    document)."""
+    shuffle_partition_mb: int = 32
+    """Target MiB of rows per dedup bucket when ``shuffle_partitions`` is null. One reduce task holds
+    one bucket, so this bounds a task's memory: a larger corpus makes more buckets, not larger ones."""
     demo_num_docs: int = 600
     """Original documents of the generated demo corpus (data.input=null); duplicates, junk and
     malformed lines are added on top."""
@@ -265,6 +269,8 @@ class DataPrepDataConfig(Frozen):
         require(self.partition_kb >= 1, "data.partition_kb", "must be >= 1", "use e.g. data.partition_kb=32768")
         require(self.shuffle_partitions is None or self.shuffle_partitions >= 1, "data.shuffle_partitions",
                 "must be >= 1 or null", "leave it null to derive it from the corpus size")
+        require(self.shuffle_partition_mb >= 1, "data.shuffle_partition_mb", "must be >= 1",
+                "use e.g. data.shuffle_partition_mb=32")
         require(self.demo_num_docs >= 10, "data.demo_num_docs", "must be >= 10", "use e.g. data.demo_num_docs=600")
         require(self.vocab_size >= 259, "data.vocab_size", "a byte-level BPE needs >= 259 entries",
                 "use e.g. data.vocab_size=512")

@@ -1,7 +1,8 @@
-"""Exact and MinHash near-duplicate removal as Ray Data shuffles (stage 2 of data_prep).
+"""Exact and MinHash near-duplicate removal as file-backed shuffles (stage 2 of data_prep).
 
-Nothing here pulls documents or signatures into one process: every step is a Ray Data
-``groupby(...).map_groups`` over hash partitions (``bucket`` column), whose group functions are the
+Nothing here pulls documents or signatures into one process: every step is a group-by over hash
+partitions (``bucket`` column) run by :mod:`orchestrator.data.shuffle` (Ray Data tasks that scatter
+rows to per-bucket files, then one task per bucket), whose key and group functions below wrap the
 vectorised pure functions of :mod:`orchestrator.data.minhash` and :mod:`orchestrator.data.components`.
 
 1. exact: group rows by hash(exact_key); every row whose key appeared at a smaller order is removed.
@@ -13,23 +14,24 @@ vectorised pure functions of :mod:`orchestrator.data.minhash` and :mod:`orchestr
    smallest order (its first occurrence in the input).
 4. the root's id is attached with one more group-by (a join by order against the edge endpoints).
 
-Removals are written as Parquet partitioned by input partition (``part=K``), so stage 3 reads only
-its own.
+Removals are written as Parquet partitioned by input partition (``<out>/removals/part=K``), so stage 3
+reads only its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
+from orchestrator.data import shuffle
 from orchestrator.data.components import large_star, small_star
 
 log = logging.getLogger(__name__)
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+ID_BYTES = 32  # allowance for a document id in the bucket-size estimates
 
 
 def bucket_of(values: np.ndarray, num_buckets: int) -> np.ndarray:
@@ -47,6 +49,10 @@ def _sigs(column: np.ndarray) -> np.ndarray:
     return np.frombuffer(b"".join(column), dtype=np.uint32).reshape(len(column), -1)
 
 
+def _ids(values: list[Any]) -> np.ndarray:
+    return np.array(values, dtype=object) if values else np.empty(0, dtype=object)
+
+
 # ----- group / map functions (run inside Ray Data tasks) -----------------------------------------
 
 def exact_buckets(batch: dict[str, np.ndarray], num_buckets: int) -> dict[str, np.ndarray]:
@@ -54,14 +60,14 @@ def exact_buckets(batch: dict[str, np.ndarray], num_buckets: int) -> dict[str, n
     return {**batch, "bucket": bucket_of(keys, num_buckets)}
 
 
-def exact_group(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def exact_group(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     from orchestrator.data.minhash import first_occurrences
 
     orders = np.asarray(batch["order"], np.int64)
     removed, reps = first_occurrences(np.asarray(batch["exact_key"], dtype=str), orders)
     id_of = dict(zip(orders.tolist(), batch["id"]))
     return {"part": _part_of(removed), "order": removed,
-            "duplicate_of": np.array([id_of[r] for r in reps.tolist()], dtype=object)}
+            "duplicate_of": _ids([id_of[r] for r in reps.tolist()])}, {}
 
 
 def explode_bands(batch: dict[str, np.ndarray], num_bands: int, rows_per_band: int,
@@ -78,15 +84,16 @@ def explode_bands(batch: dict[str, np.ndarray], num_bands: int, rows_per_band: i
             "bucket": bucket_of(flat, num_buckets) if n else np.empty(0, np.int64)}
 
 
-def verify_group(batch: dict[str, np.ndarray], threshold: float, max_comparisons: int) -> dict[str, np.ndarray]:
+def verify_group(batch: dict[str, np.ndarray], threshold: float,
+                 max_comparisons: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     from orchestrator.data.minhash import verify_buckets
 
     orders = np.asarray(batch["order"], np.int64)
     a, b = verify_buckets(np.asarray(batch["band_key"], np.uint64), orders, _sigs(batch["sig"]),
                           threshold, max_comparisons)
     id_of = dict(zip(orders.tolist(), batch["id"]))
-    return {"a": a, "b": b, "id_a": np.array([id_of[x] for x in a.tolist()], dtype=object),
-            "id_b": np.array([id_of[x] for x in b.tolist()], dtype=object)}
+    return {"a": a, "b": b, "id_a": _ids([id_of[x] for x in a.tolist()]),
+            "id_b": _ids([id_of[x] for x in b.tolist()])}, {}
 
 
 def both_ways(batch: dict[str, np.ndarray], num_buckets: int) -> dict[str, np.ndarray]:
@@ -100,138 +107,99 @@ def larger_end(batch: dict[str, np.ndarray], num_buckets: int) -> dict[str, np.n
     return {"src": src, "dst": np.asarray(batch["a"], np.int64), "bucket": bucket_of(src, num_buckets)}
 
 
-def large_star_group(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def large_star_group(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     a, b, unstable = large_star(batch["src"], batch["dst"])
-    # one sentinel row carries the group's unstable count (a group may emit no edge at all)
-    return {"a": np.r_[a, -1], "b": np.r_[b, -1], "unstable": np.r_[np.zeros(len(a), np.int64), unstable]}
+    return {"a": a, "b": b}, {"unstable": unstable}
 
 
-def _drop_sentinels(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    keep = np.asarray(batch["a"]) >= 0
-    return {"a": np.asarray(batch["a"])[keep], "b": np.asarray(batch["b"])[keep]}
-
-
-def small_star_group(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def small_star_group(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     a, b = small_star(batch["src"], batch["dst"])
-    return {"a": a, "b": b}
+    return {"a": a, "b": b}, {}
 
 
-def join_rows(batch: dict[str, np.ndarray], num_buckets: int) -> dict[str, np.ndarray]:
-    """Rows of the root-id join: component rows keyed by root (leaf >= 0) or endpoint-id rows keyed
-    by their order (leaf = -1)."""
-    key = np.asarray(batch["key"], np.int64)
-    return {**batch, "bucket": bucket_of(key, num_buckets)}
+def member_rows(batch: dict[str, np.ndarray], num_buckets: int) -> dict[str, np.ndarray]:
+    """Rows of the root-id join for star edges (root a, member b), keyed by the root."""
+    key = np.asarray(batch["a"], np.int64)
+    return {"key": key, "leaf": np.asarray(batch["b"], np.int64), "id": np.full(len(key), "", dtype=object),
+            "bucket": bucket_of(key, num_buckets)}
 
 
-def resolve_root_ids(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def endpoint_rows(batch: dict[str, np.ndarray], num_buckets: int) -> dict[str, np.ndarray]:
+    """Rows of the root-id join that carry each edge endpoint's id, keyed by the endpoint (leaf -1)."""
+    key = np.r_[batch["a"], batch["b"]].astype(np.int64)
+    return {"key": key, "leaf": np.full(len(key), -1, np.int64), "id": np.r_[batch["id_a"], batch["id_b"]],
+            "bucket": bucket_of(key, num_buckets)}
+
+
+def resolve_root_ids(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     key = np.asarray(batch["key"], np.int64)
     leaf = np.asarray(batch["leaf"], np.int64)
     is_id = leaf < 0
     id_of = dict(zip(key[is_id].tolist(), np.asarray(batch["id"], dtype=object)[is_id]))
     roots, leaves = key[~is_id], leaf[~is_id]
     return {"part": _part_of(leaves), "order": leaves,
-            "duplicate_of": np.array([id_of[r] for r in roots.tolist()], dtype=object)}
+            "duplicate_of": _ids([id_of[r] for r in roots.tolist()])}, {}
 
 
 # ----- drivers ---------------------------------------------------------------------------------
 
-def _read_columns(batch: dict[str, np.ndarray], columns: list[str]) -> dict[str, np.ndarray]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.concat_tables([pq.read_table(str(p), columns=columns) for p in batch["path"]])
-    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
-
-
-def read_docs(doc_files: list[str], columns: list[str]) -> Any:
-    """Stage-1 outputs as a Ray Data dataset, one task per file. (``ray.data.read_parquet`` starts a
-    metadata-reading worker process per file fragment, ~100 MB each: memory that grows with the
-    number of files rather than with the work.)"""
-    import ray.data
-
-    ds = ray.data.from_items([{"path": f} for f in doc_files], override_num_blocks=max(1, len(doc_files)))
-    return ds.map_batches(_read_columns, batch_size=1, batch_format="numpy", fn_kwargs={"columns": columns})
+def run_exact_dedup(doc_files: list[str], out_dir: Path, num_docs: int, bucket_mb: int,
+                    fixed_buckets: Optional[int] = None) -> int:
+    """Write exact-duplicate removals under ``out_dir/removals/part=K``; returns the count."""
+    n = shuffle.num_buckets_for(num_docs, 16 + 64 + ID_BYTES, bucket_mb, fixed_buckets)
+    shuffle.scatter(doc_files, out_dir / "keys", exact_buckets, "docs", columns=["order", "id", "exact_key"],
+                    num_buckets=n)
+    stats = shuffle.gather(out_dir / "keys", out_dir / "removals", n, exact_group, split_column="part")
+    shuffle.remove(out_dir / "keys")
+    return stats.get("rows_out", 0)
 
 
-@contextlib.contextmanager
-def sort_shuffle():
-    """Group-bys with Ray Data's sort-based shuffle. Ray 2.60's default hash shuffle fails on a reduce
-    partition whose first block arrived empty and schema-less ("Invalid sort key column"), which
-    happens with small or skewed bucket sets (e.g. late connected-components rounds)."""
-    from ray.data.context import DataContext, ShuffleStrategy
-
-    ctx = DataContext.get_current()
-    previous = ctx.shuffle_strategy
-    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    try:
-        yield
-    finally:
-        ctx.shuffle_strategy = previous
-
-
-@sort_shuffle()
-def run_exact_dedup(doc_files: list[str], out_dir: Path, num_buckets: int) -> int:
-    """Write exact-duplicate removals (part, order, duplicate_of) under ``out_dir``; returns the count."""
-
-    ds = read_docs(doc_files, ["order", "id", "exact_key"])
-    ds = ds.map_batches(exact_buckets, fn_kwargs={"num_buckets": num_buckets}, batch_format="numpy")
-    removed = ds.groupby("bucket", num_partitions=num_buckets).map_groups(exact_group, batch_format="numpy")
-    removed = removed.materialize()
-    count = removed.count()
-    if count:
-        removed.write_parquet(str(out_dir), partition_cols=["part"])
-    return count
-
-
-@sort_shuffle()
-def connected_components(edges: Any, num_buckets: int, max_iterations: int) -> tuple[Any, int]:
-    """Star-form edges (a = component root, b = member) of an edge dataset with columns a, b."""
-    from ray.data.context import ShuffleStrategy
-
-    edges.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED  # datasets made by the caller
-    rounds = 0
+def connected_components(edge_files: list[str], work: Path, num_edges: int, bucket_mb: int, max_iterations: int,
+                         fixed_buckets: Optional[int] = None) -> tuple[list[str], int]:
+    """Star-form edges (a = component root, b = member) of the edges (columns a, b) in ``edge_files``:
+    returns the files holding them and the number of large-star rounds."""
+    n = shuffle.num_buckets_for(2 * num_edges, 24, bucket_mb, fixed_buckets)
+    files = edge_files
     for rounds in range(1, max_iterations + 1):
-        stars = (edges.map_batches(both_ways, fn_kwargs={"num_buckets": num_buckets}, batch_format="numpy")
-                 .groupby("bucket", num_partitions=num_buckets)
-                 .map_groups(large_star_group, batch_format="numpy")).materialize()
-        unstable = stars.sum("unstable") or 0
-        stars = stars.map_batches(_drop_sentinels, batch_format="numpy")
+        large = work / f"r{rounds:03d}-large"
+        shuffle.scatter(files, work / f"r{rounds:03d}-large-in", both_ways, "edges", columns=["a", "b"], num_buckets=n)
+        unstable = shuffle.gather(work / f"r{rounds:03d}-large-in", large, n, large_star_group).get("unstable", 0)
+        shuffle.remove(work / f"r{rounds:03d}-large-in")
         if unstable == 0:
-            return stars, rounds
-        edges = (stars.map_batches(larger_end, fn_kwargs={"num_buckets": num_buckets}, batch_format="numpy")
-                 .groupby("bucket", num_partitions=num_buckets)
-                 .map_groups(small_star_group, batch_format="numpy")).materialize()
+            return shuffle.output_files(large), rounds
+        small = work / f"r{rounds:03d}-small"
+        shuffle.scatter(shuffle.output_files(large), work / f"r{rounds:03d}-small-in", larger_end, "edges",
+                        num_buckets=n)
+        shuffle.gather(work / f"r{rounds:03d}-small-in", small, n, small_star_group)
+        shuffle.remove(work / f"r{rounds:03d}-small-in")
+        files = shuffle.output_files(small)
     raise RuntimeError(f"connected components did not converge in {max_iterations} rounds; "
                        "raise data.minhash.max_iterations")
 
 
-@sort_shuffle()
-def run_near_dedup(doc_files: list[str], out_dir: Path, num_buckets: int, mh: Any) -> dict[str, int]:
-    """Write near-duplicate removals (part, order, duplicate_of) under ``out_dir``."""
-    ds = read_docs(doc_files, ["order", "id", "sig"])
-    bands = ds.map_batches(explode_bands, batch_format="numpy", fn_kwargs={
-        "num_bands": mh.num_bands, "rows_per_band": mh.rows_per_band, "num_buckets": num_buckets})
-    edges = (bands.groupby("bucket", num_partitions=num_buckets)
-             .map_groups(verify_group, batch_format="numpy",
-                         fn_kwargs={"threshold": mh.threshold, "max_comparisons": mh.max_comparisons})).materialize()
-    num_edges = edges.count()
+def run_near_dedup(doc_files: list[str], out_dir: Path, num_docs: int, mh: Any, bucket_mb: int,
+                   fixed_buckets: Optional[int] = None) -> dict[str, int]:
+    """Write near-duplicate removals (order, duplicate_of) under ``out_dir/removals/part=K``."""
+    n = shuffle.num_buckets_for(num_docs * mh.num_bands, 16 + 4 * mh.num_bands * mh.rows_per_band + ID_BYTES,
+                                bucket_mb, fixed_buckets)
+    log.info("near dedup: %d documents, %d LSH buckets", num_docs, n)
+    shuffle.scatter(doc_files, out_dir / "bands", explode_bands, "docs", columns=["order", "id", "sig"],
+                    num_bands=mh.num_bands, rows_per_band=mh.rows_per_band, num_buckets=n)
+    num_edges = shuffle.gather(out_dir / "bands", out_dir / "edges", n, verify_group, threshold=mh.threshold,
+                               max_comparisons=mh.max_comparisons).get("rows_out", 0)
+    shuffle.remove(out_dir / "bands")
     if num_edges == 0:
-        return {"edges": 0, "rounds": 0, "removed": 0}
-    stars, rounds = connected_components(edges.select_columns(["a", "b"]), num_buckets, mh.max_iterations)
-    members = stars.map_batches(lambda b: {"key": b["a"], "leaf": b["b"], "id": np.full(len(b["a"]), "", dtype=object)},
-                                batch_format="numpy")
-    endpoints = edges.map_batches(
-        lambda b: {"key": np.r_[b["a"], b["b"]], "leaf": np.full(2 * len(b["a"]), -1, np.int64),
-                   "id": np.r_[b["id_a"], b["id_b"]]}, batch_format="numpy")
-    removed = (members.union(endpoints)
-               .map_batches(join_rows, fn_kwargs={"num_buckets": num_buckets}, batch_format="numpy")
-               .groupby("bucket", num_partitions=num_buckets)
-               .map_groups(resolve_root_ids, batch_format="numpy")).materialize()
-    count = removed.count()
-    if count:
-        removed.write_parquet(str(out_dir), partition_cols=["part"])
-    return {"edges": int(num_edges), "rounds": rounds, "removed": int(count)}
-
+        return {"edges": 0, "rounds": 0, "removed": 0, "buckets": n}
+    edge_files = shuffle.output_files(out_dir / "edges")
+    stars, rounds = connected_components(edge_files, out_dir / "components", num_edges, bucket_mb,
+                                         mh.max_iterations, fixed_buckets)
+    m = shuffle.num_buckets_for(3 * num_edges, 16 + ID_BYTES, bucket_mb, fixed_buckets)
+    shuffle.scatter(stars, out_dir / "join", member_rows, "stars", num_buckets=m)
+    shuffle.scatter(edge_files, out_dir / "join", endpoint_rows, "edges", num_buckets=m)
+    removed = shuffle.gather(out_dir / "join", out_dir / "removals", m, resolve_root_ids,
+                             split_column="part").get("rows_out", 0)
+    shuffle.remove(out_dir / "join")
+    return {"edges": int(num_edges), "rounds": rounds, "removed": int(removed), "buckets": n}
 
 
 def dedup_local(orders: np.ndarray, ids: list[str], exact_keys: list[str], sigs: list[bytes], mh: Any,
@@ -244,12 +212,12 @@ def dedup_local(orders: np.ndarray, ids: list[str], exact_keys: list[str], sigs:
     id_arr = np.asarray(ids, dtype=object)
     removals: dict[int, tuple[str, str]] = {}
     if exact:
-        r = exact_group({"order": orders, "id": id_arr, "exact_key": np.asarray(exact_keys, dtype=object)})
+        r, _ = exact_group({"order": orders, "id": id_arr, "exact_key": np.asarray(exact_keys, dtype=object)})
         removals.update({int(o): ("exact_dedup", d) for o, d in zip(r["order"], r["duplicate_of"])})
     if near:
         bands = explode_bands({"order": orders, "id": id_arr, "sig": np.asarray(sigs, dtype=object)},
                               mh.num_bands, mh.rows_per_band, 1)
-        edges = verify_group(bands, mh.threshold, mh.max_comparisons)
+        edges, _ = verify_group(bands, mh.threshold, mh.max_comparisons)
         id_of = dict(zip(orders.tolist(), ids))
         for node, root in connected_components_local(edges["a"], edges["b"], mh.max_iterations).items():
             if node != root and node not in removals:

@@ -35,8 +35,8 @@ def finalize_partition(index: int, cfg: DataPrepDataConfig, work: str | Path, ou
         return json.loads(counts_path.read_text()) | {"skipped": True}
     for d in (marker.parent, counts_path.parent, out / "kept", out / "removals"):
         d.mkdir(parents=True, exist_ok=True)
-    exact = _dedup_removals(work / "dedup" / "exact", index)
-    near = _dedup_removals(work / "dedup" / "near", index)
+    exact = _dedup_removals(work / "dedup" / "exact" / "removals", index)
+    near = _dedup_removals(work / "dedup" / "near" / "removals", index)
     fields = text_fields(cfg)
     counts = {"partition": index, "exact_dedup": 0, "near_dedup": 0, "kept": 0, "kept_bytes": 0,
               "exact_dedup_bytes": 0, "near_dedup_bytes": 0}

@@ -5,7 +5,7 @@ and an interrupted run continues where it stopped):
 
 1. per input partition (Ray Data map): parse (bad records quarantined), normalise, filters, PII,
    exact key and MinHash signature;
-2. exact and near dedup as Ray Data shuffles (:mod:`orchestrator.data.dedup`);
+2. exact and near dedup as file-backed shuffles on Ray Data (:mod:`orchestrator.data.dedup`);
 3. per partition: kept documents and the removal manifest;
 4. tokenizer (trained when ``data.tokenizer_path`` is null), tokenization per partition (Ray Data
    map), packing into ``data.seq_len`` blocks, or the sft/preference/prompts records.
@@ -30,11 +30,11 @@ from orchestrator.data.finalize import (canonical_fields, finalize_partition, it
 from orchestrator.data.inputs import resolve_partitions
 from orchestrator.data.partition import part_name, process_partition
 from orchestrator.data.readers import Partition
+from orchestrator.data.shuffle import map_tasks
 from orchestrator.data.stats import aggregate_step_stats, plot_filter_histograms, stats_metrics
 from orchestrator.data.steps import DocumentSteps
 
 log = logging.getLogger(__name__)
-DOCS_PER_SHUFFLE_PARTITION = 10_000  # ~70 MB of band rows per reduce task: bounds worker memory
 
 
 def _fingerprint(cfg: DataPrepConfig, parts: list[Partition]) -> str:
@@ -56,24 +56,10 @@ def _prepare_work(cfg: DataPrepConfig, work: Path, fingerprint: str) -> None:
     fp.write_text(fingerprint)
 
 
-def _map_partitions(fn, items: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
-    """Run ``fn(**item, **kwargs)`` for each item as a Ray Data map (one block per item)."""
-    import ray.data
-
-    if not items:
-        return []
-
-    def call(row: dict[str, Any]) -> dict[str, Any]:
-        return {"result": json.dumps(fn(**json.loads(row["args"]), **kwargs))}
-
-    ds = ray.data.from_items([{"args": json.dumps(i)} for i in items], override_num_blocks=len(items))
-    return [json.loads(r["result"]) for r in ds.map(call).take_all()]
-
-
 def _stage1(parts: list[Partition], cfg: DataPrepConfig, work: Path) -> list[dict[str, Any]]:
     todo = [p for p in parts if not (work / "stage1" / "done" / part_name(p.index)).exists()]
     log.info("data_prep stage 1: %d partitions (%d already done)", len(todo), len(parts) - len(todo))
-    _map_partitions(_stage1_task, [{"part": p.as_dict()} for p in todo], cfg=cfg.data, work=str(work))
+    map_tasks(_stage1_task, [{"part": p.as_dict()} for p in todo], cfg=cfg.data, work=str(work))
     done_before = {p.index for p in parts} - {p.index for p in todo}
     return [json.loads((work / "stage1" / "stats" / f"{part_name(p.index)}.json").read_text())
             | {"skipped": p.index in done_before} for p in parts]
@@ -86,8 +72,6 @@ def _stage1_task(part: dict[str, Any], cfg: Any, work: str) -> dict[str, Any]:
 def _stage2(parts: list[Partition], cfg: DataPrepConfig, work: Path, num_docs: int) -> dict[str, Any]:
     d = cfg.data
     files = [str(work / "stage1" / "docs" / f"{part_name(p.index)}.parquet") for p in parts]
-    buckets = d.shuffle_partitions or max(2, -(-num_docs // DOCS_PER_SHUFFLE_PARTITION))
-    log.info("data_prep dedup: %d documents, %d shuffle partitions", num_docs, buckets)
     result: dict[str, Any] = {}
     for step, enabled in (("exact", d.exact_dedup.enabled), ("near", d.minhash.enabled)):
         marker = work / "dedup" / f"{step}.done"
@@ -96,13 +80,17 @@ def _stage2(parts: list[Partition], cfg: DataPrepConfig, work: Path, num_docs: i
         if marker.exists():
             result[step] = json.loads(marker.read_text())
             continue
-        out = work / "dedup" / step
-        shutil.rmtree(out, ignore_errors=True)
+        out = work / "dedup" / step  # kept on an interruption: its finished shuffle tasks are skipped
         if step == "exact":
-            result[step] = {"removed": dedup.run_exact_dedup(files, out, buckets)}
+            result[step] = {"removed": dedup.run_exact_dedup(files, out, num_docs, d.shuffle_partition_mb,
+                                                             d.shuffle_partitions)}
         else:
-            result[step] = dedup.run_near_dedup(files, out, buckets, d.minhash)
+            result[step] = dedup.run_near_dedup(files, out, num_docs, d.minhash, d.shuffle_partition_mb,
+                                                d.shuffle_partitions)
         marker.write_text(json.dumps(result[step]))
+        for scratch in out.iterdir():  # only the removals are read later
+            if scratch.name != "removals":
+                shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 
@@ -137,7 +125,7 @@ def _build_dataset(cfg: DataPrepConfig, parts: list[Partition], work: Path, out:
     if eos is None:
         raise ConfigError("data.tokenizer_path", "the tokenizer has no EOS token", "use a tokenizer with an eos_token")
     tok_json = tok_dir / "tokenizer.json"
-    _map_partitions(tokenize_partition, [{"index": p.index} for p in parts],
+    map_tasks(tokenize_partition, [{"index": p.index} for p in parts],
                     tokenizer_json=str(tok_json), eos_id=int(eos), text_field=d.text_field, work=str(work), out=str(out))
     import numpy as np
 
@@ -167,7 +155,7 @@ def _run_stages(cfg: DataPrepConfig, pattern: str, parts: list[Partition], work:
                           f"{out / 'quarantine.jsonl'})" if bad else f"{pattern!r} holds no records",
                           f"check data.text_field={d.text_field!r}, data.format and the file contents")
     dedup_result = _stage2(parts, cfg, work, sum(s["docs_out"] for s in s1))
-    s3 = _map_partitions(finalize_partition, [{"index": p.index} for p in parts], cfg=d, work=str(work), out=str(out))
+    s3 = map_tasks(finalize_partition, [{"index": p.index} for p in parts], cfg=d, work=str(work), out=str(out))
     stats = aggregate_step_stats(DocumentSteps(d).enabled_steps(), s1, s3)
     stats["dedup"] = dedup_result
     stats["partitions"] = {"total": len(parts), "stage1_skipped": sum(bool(s.get("skipped")) for s in s1),

@@ -47,7 +47,7 @@ def ws(tmp_path_factory):
 
 def cfg_for(ws, *extra):
     return load("data_prep", [f"workspace={ws}", "run_name=dp", f"data.demo_num_docs={NUM_DOCS}",
-                              "data.partition_kb=128", "cluster.num_cpus=2", *extra])
+                              "data.partition_kb=128", "data.shuffle_partitions=3", "cluster.num_cpus=2", *extra])
 
 
 def read_jsonl_dir(path):
@@ -173,19 +173,23 @@ def test_sft_records_format(ray_local, tmp_path):
 
 
 @pytest.mark.slow
-def test_distributed_components_on_a_long_path(ray_local):
-    import ray.data
+def test_distributed_components_on_a_long_path(ray_local, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from orchestrator.data.dedup import connected_components
 
     n = 300
     perm = np.random.default_rng(0).permutation(n)
-    edges = ray.data.from_items([{"a": int(x), "b": int(y)} for x, y in zip(perm[:-1], perm[1:])],
-                                override_num_blocks=4)
-    stars, rounds = connected_components(edges, num_buckets=4, max_iterations=40)
-    rows = stars.take_all()
-    assert rounds > 2 and len(rows) == n - 1
-    assert {r["a"] for r in rows} == {0} and {r["b"] for r in rows} == set(range(1, n))
+    files = []
+    for k, chunk in enumerate(np.array_split(np.arange(n - 1), 4)):  # the path's edges over 4 files
+        files.append(str(tmp_path / f"edges-{k}.parquet"))
+        pq.write_table(pa.table({"a": perm[chunk], "b": perm[chunk + 1]}), files[-1])
+    stars, rounds = connected_components(files, tmp_path / "cc", n - 1, bucket_mb=1, max_iterations=40,
+                                         fixed_buckets=4)
+    rows = pa.concat_tables([pq.read_table(f) for f in stars])
+    assert rounds > 2 and rows.num_rows == n - 1
+    assert set(rows.column("a").to_pylist()) == {0} and set(rows.column("b").to_pylist()) == set(range(1, n))
 
 
 def test_empty_input_refused_by_cli(tmp_path):
