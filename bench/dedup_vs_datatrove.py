@@ -12,8 +12,8 @@ tree (Ray's GCS, raylet and workers included), sampled every 0.2 s. Prints one t
     python bench/dedup_vs_datatrove.py --originals 1000 --scales 1 10
 
 Ours here = stage 1 (read, normalise, MinHash signature) as a Ray Data map over input partitions, the
-LSH/verification/connected-components shuffles, and stage 3 (write kept docs and the removal
-manifest); the quality filters, PII, exact dedup and tokenisation are switched off so that both sides
+LSH/verification/connected-components file-backed shuffles (Ray Data tasks), and stage 3 (write kept
+docs and the removal manifest); the quality filters, PII, exact dedup and tokenisation are switched off so that both sides
 do the same work.
 """
 
@@ -140,21 +140,26 @@ def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float
     proc = subprocess.Popen([sys.executable, __file__, "--child", kind, "--input", str(input_dir), "--work", str(work),
                              "--result", str(result_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     peak = 0
+    at_peak: list[tuple[str, int]] = []
     root = psutil.Process(proc.pid)
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, at_peak
         while proc.poll() is None:
             total = 0
+            procs: list[tuple[str, int]] = []
             try:
                 for p in [root, *root.children(recursive=True)]:
                     try:
-                        total += p.memory_full_info().pss  # shared pages (object store) counted once
+                        pss = p.memory_full_info().pss  # shared pages (object store) counted once
+                        total += pss
+                        procs.append((p.name(), pss))
                     except psutil.Error:
                         pass
             except psutil.Error:
                 pass
-            peak = max(peak, total)
+            if total > peak:
+                peak, at_peak = total, procs
             time.sleep(0.2)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -165,6 +170,8 @@ def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float
         raise RuntimeError(f"{kind} failed with exit code {rc}")
     res = json.loads(result_path.read_text())
     res["peak_pss_mib"] = peak / 2**20
+    # who held the memory at the peak: the five largest processes (name, MiB)
+    res["peak_top"] = [(n, round(b / 2**20)) for n, b in sorted(at_peak, key=lambda x: -x[1])[:5]]
     return res
 
 
@@ -181,9 +188,9 @@ def main() -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--out", default=str(REPO / "outputs" / "bench_dedup"))
     ap.add_argument("--only", choices=["ours", "datatrove"], default=None)
-    ap.add_argument("--object-store-fraction", type=float, default=0.03,
-                    help="Ray object store as a fraction of RAM for ours (Ray's default 0.3); shuffle blocks "
-                         "beyond it spill to disk, which is what keeps memory flat as the corpus grows")
+    ap.add_argument("--object-store-fraction", type=float, default=None,
+                    help="Ray object store as a fraction of RAM for ours (default: Ray's own, 0.3). The dedup "
+                         "shuffles pass files, not blocks, so the object store holds only small results")
     ap.add_argument("--child", choices=["ours", "datatrove"])
     ap.add_argument("--input")
     ap.add_argument("--work")
@@ -209,7 +216,7 @@ def main() -> None:
             rows.append({"scale": scale, "docs": n_docs, "MiB": round(size_mib, 1), "pipeline": kind,
                          "seconds": round(res["seconds"], 1), "docs_per_s": round(n_docs / res["seconds"]),
                          "peak_pss_mib": round(res["peak_pss_mib"]), "precision": round(p, 4),
-                         "recall": round(r, 4), "f1": round(f, 4)})
+                         "recall": round(r, 4), "f1": round(f, 4), "peak_top": res["peak_top"]})
             print(json.dumps(rows[-1]), flush=True)
     print("\n| scale | docs | MiB | pipeline | seconds | docs/s | peak PSS MiB | precision | recall | F1 |")
     print("|---|---|---|---|---|---|---|---|---|---|")

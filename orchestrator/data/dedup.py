@@ -32,6 +32,12 @@ from orchestrator.data.components import large_star, small_star
 log = logging.getLogger(__name__)
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 ID_BYTES = 32  # allowance for a document id in the bucket-size estimates
+EXACT_ROW_BYTES = 16 + 64 + ID_BYTES  # order, hex key, id
+
+
+def near_row_bytes(num_bands: int, rows_per_band: int) -> int:
+    """Bytes of one band row of the near-dedup shuffle: band key, order, signature, id."""
+    return 16 + 4 * num_bands * rows_per_band + ID_BYTES
 
 
 def bucket_of(values: np.ndarray, num_buckets: int) -> np.ndarray:
@@ -146,7 +152,7 @@ def resolve_root_ids(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray
 def run_exact_dedup(doc_files: list[str], out_dir: Path, num_docs: int, bucket_mb: int,
                     fixed_buckets: Optional[int] = None) -> int:
     """Write exact-duplicate removals under ``out_dir/removals/part=K``; returns the count."""
-    n = shuffle.num_buckets_for(num_docs, 16 + 64 + ID_BYTES, bucket_mb, fixed_buckets)
+    n = shuffle.num_buckets_for(num_docs, EXACT_ROW_BYTES, bucket_mb, fixed_buckets)
     shuffle.scatter(doc_files, out_dir / "keys", exact_buckets, "docs", columns=["order", "id", "exact_key"],
                     num_buckets=n)
     stats = shuffle.gather(out_dir / "keys", out_dir / "removals", n, exact_group, split_column="part")
@@ -180,7 +186,7 @@ def connected_components(edge_files: list[str], work: Path, num_edges: int, buck
 def run_near_dedup(doc_files: list[str], out_dir: Path, num_docs: int, mh: Any, bucket_mb: int,
                    fixed_buckets: Optional[int] = None) -> dict[str, int]:
     """Write near-duplicate removals (order, duplicate_of) under ``out_dir/removals/part=K``."""
-    n = shuffle.num_buckets_for(num_docs * mh.num_bands, 16 + 4 * mh.num_bands * mh.rows_per_band + ID_BYTES,
+    n = shuffle.num_buckets_for(num_docs * mh.num_bands, near_row_bytes(mh.num_bands, mh.rows_per_band),
                                 bucket_mb, fixed_buckets)
     log.info("near dedup: %d documents, %d LSH buckets", num_docs, n)
     shuffle.scatter(doc_files, out_dir / "bands", explode_bands, "docs", columns=["order", "id", "sig"],

@@ -151,6 +151,21 @@ def test_plan_numbers():
     assert pp.dp_size == 1 and pp.grad_accum_steps == 4 and pp.pipeline_bubble == pytest.approx(1 / 5)
 
 
+def test_data_prep_plan_lsh_curve_and_bucket_size():
+    from orchestrator.config.plan import make_plan
+
+    plan = make_plan(load("data_prep", ["data.minhash.num_bands=20", "data.minhash.rows_per_band=5"]))
+    assert plan["minhash_permutations"] == 100
+    curve = plan["lsh_detection_probability"]
+    assert curve[0.8] == pytest.approx(1 - (1 - 0.8**5) ** 20, abs=1e-4) and curve[0.5] < curve[0.9]
+    doc_bytes = plan["near_dedup_shuffle_bytes_per_doc"]
+    assert doc_bytes == 20 * (16 + 400 + 32)
+    assert plan["near_dedup_docs_per_bucket"] == (32 << 20) // doc_bytes
+    halved = make_plan(load("data_prep", ["data.minhash.num_bands=20", "data.minhash.rows_per_band=5",
+                                          "data.shuffle_partition_mb=16"]))
+    assert halved["near_dedup_docs_per_bucket"] == (16 << 20) // doc_bytes
+
+
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_ADDRESS="")
     return subprocess.run([*orchestrator_cmd(), *args], cwd=REPO, capture_output=True, text=True,
