@@ -68,7 +68,9 @@ def run_ours(input_dir: str, work: str) -> dict:
     from orchestrator.data.shuffle import map_tasks
     from orchestrator.runtime.ray_runtime import ray_session
 
+    # the schema's 32 MiB input partitions (the demo_corpus preset's 256 KiB would make 450 tiny tasks)
     cfg = load("data_prep", [f"workspace={work}", "run_name=bench", f"data.input={input_dir}/*.jsonl",
+                             "data.partition_kb=32768",
                              "data.language.enabled=false", "data.gopher_quality.enabled=false",
                              "data.gopher_repetition.enabled=false", "data.c4.enabled=false",
                              "data.fineweb.enabled=false", "data.pii.enabled=false",

@@ -21,6 +21,7 @@ reads only its own.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -184,28 +185,42 @@ def connected_components(edge_files: list[str], work: Path, num_edges: int, buck
 
 
 def run_near_dedup(doc_files: list[str], out_dir: Path, num_docs: int, mh: Any, bucket_mb: int,
-                   fixed_buckets: Optional[int] = None) -> dict[str, int]:
-    """Write near-duplicate removals (order, duplicate_of) under ``out_dir/removals/part=K``."""
+                   fixed_buckets: Optional[int] = None) -> dict[str, Any]:
+    """Write near-duplicate removals (order, duplicate_of) under ``out_dir/removals/part=K``; returns
+    counts and the wall seconds of each phase."""
     n = shuffle.num_buckets_for(num_docs * mh.num_bands, near_row_bytes(mh.num_bands, mh.rows_per_band),
                                 bucket_mb, fixed_buckets)
     log.info("near dedup: %d documents, %d LSH buckets", num_docs, n)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        seconds[phase] = round(now - t, 2)
+        t = now
+
     shuffle.scatter(doc_files, out_dir / "bands", explode_bands, "docs", columns=["order", "id", "sig"],
                     num_bands=mh.num_bands, rows_per_band=mh.rows_per_band, num_buckets=n)
+    lap("bands")
     num_edges = shuffle.gather(out_dir / "bands", out_dir / "edges", n, verify_group, threshold=mh.threshold,
                                max_comparisons=mh.max_comparisons).get("rows_out", 0)
     shuffle.remove(out_dir / "bands")
+    lap("verify")
     if num_edges == 0:
-        return {"edges": 0, "rounds": 0, "removed": 0, "buckets": n}
+        return {"edges": 0, "rounds": 0, "removed": 0, "buckets": n, "seconds": seconds}
     edge_files = shuffle.output_files(out_dir / "edges")
     stars, rounds = connected_components(edge_files, out_dir / "components", num_edges, bucket_mb,
                                          mh.max_iterations, fixed_buckets)
+    lap("components")
     m = shuffle.num_buckets_for(3 * num_edges, 16 + ID_BYTES, bucket_mb, fixed_buckets)
     shuffle.scatter(stars, out_dir / "join", member_rows, "stars", num_buckets=m)
     shuffle.scatter(edge_files, out_dir / "join", endpoint_rows, "edges", num_buckets=m)
     removed = shuffle.gather(out_dir / "join", out_dir / "removals", m, resolve_root_ids,
                              split_column="part").get("rows_out", 0)
     shuffle.remove(out_dir / "join")
-    return {"edges": int(num_edges), "rounds": rounds, "removed": int(removed), "buckets": n}
+    lap("root_ids")
+    return {"edges": int(num_edges), "rounds": rounds, "removed": int(removed), "buckets": n, "seconds": seconds}
 
 
 def dedup_local(orders: np.ndarray, ids: list[str], exact_keys: list[str], sigs: list[bytes], mh: Any,
