@@ -152,6 +152,22 @@ def test_rerun_skips_and_interrupted_run_continues(first_run, ws):
     stats = json.loads(open(resumed["stats_path"]).read())
     assert stats["partitions"]["stage1_skipped"] == total - 1 and stats["partitions"]["stage3_skipped"] == total - 1
     assert resumed["manifest_digest"] == res["manifest_digest"]
+    # an interruption inside near dedup: the step is unfinished and one removal bucket lost its marker
+    # and files; the rerun redoes that bucket only and every partition's stage 3
+    near = Path(work) / "dedup" / "near"
+    (Path(work) / "dedup" / "near.done").unlink()
+    (near / "removals" / "_markers" / "gather-00001").unlink()
+    lost = sorted(near.glob("removals/part=*/b-00001.parquet"))
+    kept_files = {p: p.stat().st_mtime_ns for p in near.glob("removals/part=*/b-0000[02].parquet")}
+    assert lost and kept_files
+    for p in lost:
+        p.unlink()
+    for p in Path(work).glob("stage3/done/*"):
+        p.unlink()
+    again = run_data_prep(cfg_for(ws))
+    assert again["manifest_digest"] == res["manifest_digest"] and all(p.exists() for p in lost)
+    assert {p: p.stat().st_mtime_ns for p in kept_files} == kept_files
+    assert sorted(p.name for p in near.iterdir()) == ["removals"]  # scratch removed once the step finished
 
 
 @pytest.mark.slow

@@ -138,3 +138,19 @@ def test_components_match_union_find(seed):
     edges = [(int(x), int(y)) for x, y in zip(a, b) if x != y]
     nodes = {x for e in edges for x in e}
     assert got == union_find(edges, nodes)
+
+
+def test_shingle_hashes_are_one_per_distinct_shingle():
+    from orchestrator.data.minhash import shingle_hashes
+
+    text = "the cat sat on the mat and the cat sat on the mat again"
+    assert len(shingle_hashes(text, 3)) == len(shingles(text, 3)) == 8
+    # case and punctuation do not matter; word order does
+    assert np.array_equal(shingle_hashes("The cat, sat on THE mat.", 3), shingle_hashes("the cat sat on the mat", 3))
+    assert not set(shingle_hashes("cat the sat", 3)) & set(shingle_hashes("the cat sat", 3))
+    assert len(shingle_hashes("two words", 5)) == 1 and len(shingle_hashes("", 5)) == 0
+    assert shingle_hashes("two words", 5)[0] != shingle_hashes("words two", 5)[0]
+    # shared shingles of two texts hash equal: Jaccard over hashes equals Jaccard over strings
+    a, b = "one two three four five six seven", "zero two three four five six eight"
+    ha, hb = set(shingle_hashes(a, 3).tolist()), set(shingle_hashes(b, 3).tolist())
+    assert len(ha & hb) / len(ha | hb) == jaccard(shingles(a, 3), shingles(b, 3)) == 3 / 7
