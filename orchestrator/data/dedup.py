@@ -154,6 +154,7 @@ def run_exact_dedup(doc_files: list[str], out_dir: Path, num_docs: int, bucket_m
                     fixed_buckets: Optional[int] = None) -> int:
     """Write exact-duplicate removals under ``out_dir/removals/part=K``; returns the count."""
     n = shuffle.num_buckets_for(num_docs, EXACT_ROW_BYTES, bucket_mb, fixed_buckets)
+    log.info("exact dedup: %d documents, %d buckets", num_docs, n)
     shuffle.scatter(doc_files, out_dir / "keys", exact_buckets, "docs", columns=["order", "id", "exact_key"],
                     num_buckets=n)
     stats = shuffle.gather(out_dir / "keys", out_dir / "removals", n, exact_group, split_column="part")
