@@ -88,7 +88,7 @@ def _stage2(parts: list[Partition], cfg: DataPrepConfig, work: Path, num_docs: i
             result[step] = dedup.run_near_dedup(files, out, num_docs, d.minhash, d.shuffle_partition_mb,
                                                 d.shuffle_partitions)
         marker.write_text(json.dumps(result[step]))
-        for scratch in out.iterdir():  # only the removals are read later
+        for scratch in (out.iterdir() if out.exists() else []):  # only the removals are read later
             if scratch.name != "removals":
                 shutil.rmtree(scratch, ignore_errors=True)
     return result
