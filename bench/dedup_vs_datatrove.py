@@ -13,8 +13,8 @@ tree (Ray's GCS, raylet and workers included), sampled every 0.2 s. Prints one t
 
 Ours here = stage 1 (read, normalise, MinHash signature) as a Ray Data map over input partitions, the
 LSH/verification/connected-components file-backed shuffles (Ray Data tasks), and stage 3 (write kept
-docs and the removal manifest); the quality filters, PII, exact dedup and tokenisation are switched off so that both sides
-do the same work.
+docs and the removal manifest); the quality filters, PII, exact dedup and tokenisation are switched
+off so that both sides do the same work.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def _build_dataset(cfg: DataPrepConfig, parts: list[Partition], work: Path, out:
         raise ConfigError("data.tokenizer_path", "the tokenizer has no EOS token", "use a tokenizer with an eos_token")
     tok_json = tok_dir / "tokenizer.json"
     map_tasks(tokenize_partition, [{"index": p.index} for p in parts],
-                    tokenizer_json=str(tok_json), eos_id=int(eos), text_field=d.text_field, work=str(work), out=str(out))
+              tokenizer_json=str(tok_json), eos_id=int(eos), text_field=d.text_field, work=str(work), out=str(out))
     import numpy as np
 
     streams = (np.load(work / "tokens" / f"{part_name(p.index)}.npy", mmap_mode="r") for p in parts)

@@ -42,7 +42,8 @@ def text_fields(cfg: DataPrepDataConfig) -> tuple[str, ...]:
     return tuple(getattr(cfg, f) for f in FORMAT_FIELDS[cfg.format])
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` via a temporary file, so readers see the old content or the new, never a torn file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -154,13 +155,13 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
     writer.close()
     os.replace(docs_tmp, dirs["docs"] / f"{name}.parquet")
     os.replace(quarantine_tmp, dirs["quarantine"] / f"{name}.jsonl")
-    _atomic_write_text(dirs["removed"] / f"{name}.jsonl", "".join(line + "\n" for line in removed_lines))
+    atomic_write_text(dirs["removed"] / f"{name}.jsonl", "".join(line + "\n" for line in removed_lines))
     longest = max((len(v) for v in stat_values.values()), default=0)
     table = pa.table({k: pa.array(v + [None] * (longest - len(v)), pa.float32()) for k, v in stat_values.items()})
     pq.write_table(table, dirs["filterstats"] / f"{name}.parquet")
     summary = {"partition": part.index, "docs_in": num_in, "docs_out": num_out, "bytes_in": bytes_in,
                "quarantined": dict(quarantine), "steps": counter.as_dict(), "skipped": False}
-    _atomic_write_text(dirs["stats"] / f"{name}.json", json.dumps(summary))
+    atomic_write_text(dirs["stats"] / f"{name}.json", json.dumps(summary))
     marker.write_text("done\n")
     return summary
 

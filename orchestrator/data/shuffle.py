@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orchestrator.data.partition import atomic_write_text
+
 Columns = dict[str, np.ndarray]
 KeyFn = Callable[..., Columns]
 GroupFn = Callable[..., tuple[Columns, dict[str, int]]]
@@ -67,9 +69,7 @@ def _once(marker: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return json.loads(marker.read_text())
     stats = work()
     marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(stats))
-    os.replace(tmp, marker)
+    atomic_write_text(marker, json.dumps(stats))
     return stats
 
 
@@ -92,10 +92,12 @@ def _table(columns: Columns) -> pa.Table:
 def _split_by(values: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
     """(value, row indices) for each distinct value, rows in their original order."""
     values = np.asarray(values, np.int64)
+    if not len(values):
+        return
     idx = np.argsort(values, kind="stable")
     sorted_values = values[idx]
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]]) if len(values) else []
-    ends = np.r_[starts[1:], len(values)] if len(values) else []
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
     for s, e in zip(starts, ends):
         yield int(sorted_values[s]), idx[s:e]
 
