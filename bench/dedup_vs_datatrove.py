@@ -61,7 +61,7 @@ def make_corpus(out: Path, originals: int, seed: int = 0) -> tuple[int, set[str]
 
 def run_ours(input_dir: str, work: str) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from orchestrator.config.load import load
+    from orchestrator.kinds import load
     from orchestrator.data import job
     from orchestrator.data.finalize import finalize_partition
     from orchestrator.data.readers import plan_partitions

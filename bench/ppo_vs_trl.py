@@ -45,7 +45,9 @@ def quick_sft_policy(root: Path, steps: int = 150) -> tuple[str, str]:
     from orchestrator.data.shards import read_records
     from orchestrator.models.build import build_causal_lm
     from orchestrator.models.heads import ScalarHeadModel
-    from orchestrator.rlhf import batches, task
+    from orchestrator.data import task
+    from orchestrator.rlhf import batches
+    from orchestrator.training import records
 
     d = task.ensure_task_dataset(root, "sft", 2000, 0)
     tok = AutoTokenizer.from_pretrained(d / "tokenizer")
@@ -54,7 +56,7 @@ def quick_sft_policy(root: Path, steps: int = 150) -> tuple[str, str]:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     records = read_records(d)
     for step in range(steps):
-        b = batches.pad_batch([batches.encode_pair(tok, r["prompt"], r["response"], 64, 48)
+        b = records.pad_batch([records.encode_pair(tok, r["prompt"], r["response"], 64, 48)
                                for r in random.Random(step).sample(records, 16)], tok.pad_token_id)
         m = b["loss_mask"][:, 1:]
         loss = -(batches.token_logprobs(model, b) * m).sum() / m.sum()
@@ -71,8 +73,8 @@ def quick_sft_policy(root: Path, steps: int = 150) -> tuple[str, str]:
 
 
 def run_ours(root: Path, policy: str, rm: str, steps: int) -> dict:
-    from orchestrator.config.load import load
-    from orchestrator.rlhf.jobs import run_ppo
+    from orchestrator.kinds import load
+    from orchestrator.kinds.ppo import run as run_ppo
     from orchestrator.training.loop import read_steps
 
     cfg = load("ppo", [f"workspace={root}", "run_name=ours", f"model.pretrained={policy}", f"ppo.reward_model={rm}",
@@ -97,7 +99,7 @@ def run_trl(root: Path, policy: str, steps: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from orchestrator.rlhf.task import prompt_records
+    from orchestrator.data.task import prompt_records
 
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(policy, padding_side="left")

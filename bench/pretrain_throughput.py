@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def make_cfg(args):
     """The job config, built from the schema dataclasses (no Hydra needed, so it runs on bare GPU boxes)."""
     from orchestrator.config.cluster import ClusterConfig
-    from orchestrator.config.jobs import PretrainConfig
+    from orchestrator.kinds.pretrain import PretrainConfig
     from orchestrator.config.model import ModelConfig
     from orchestrator.config.parallel import ParallelConfig
     from orchestrator.config.tracking import TrackingConfig
@@ -58,7 +58,7 @@ def make_cfg(args):
         tracking=TrackingConfig(uri=f"sqlite:///{ws}/mlflow.db", enabled=args.ours == "job"),
     )
     cfg = dataclasses.replace(cfg, output_dir=f"{ws}/{cfg.run_name}")
-    from orchestrator.config.validate import validate
+    from orchestrator.kinds import validate
 
     validate(cfg)
     cfg.freeze()
@@ -66,9 +66,9 @@ def make_cfg(args):
 
 
 def dataset_for(cfg) -> str:
-    from orchestrator.training.jobs import resolve_dataset
+    from orchestrator.training.inputs import dataset_dir
 
-    return str(resolve_dataset(cfg))
+    return str(dataset_dir(cfg, "pretrain", None))
 
 
 def median_tokens_per_s(end_times: list[float], tokens_per_step: int, warmup: int) -> float:
@@ -81,7 +81,7 @@ def run_ours(cfg, args) -> list[float]:
     from orchestrator.training.loop import read_steps
 
     if args.ours == "job":
-        from orchestrator.training.jobs import run_pretrain
+        from orchestrator.kinds.pretrain import run as run_pretrain
 
         run_pretrain(cfg)
     else:  # the same worker code, one process, no Ray
@@ -91,11 +91,13 @@ def run_ours(cfg, args) -> list[float]:
             torch.set_num_threads(cfg.cluster.cpus_per_worker)  # as Ray's OMP_NUM_THREADS and the baseline
         _init_single_process(cfg.cluster.use_gpu)
         from orchestrator.config.plan import make_train_plan
-        from orchestrator.training.pretrain_worker import WorkerArgs, run_worker
+        from orchestrator.kinds.pretrain import PretrainTask
         from orchestrator.training.reporting import LocalReporter
+        from orchestrator.training.worker import WorkerArgs, run_worker
 
-        run_worker(WorkerArgs(cfg=cfg, plan=make_train_plan(cfg), dataset_dir=dataset_for(cfg), resume_dir=None,
-                              run_id=None, extra_state={}, export_dir=None), LocalReporter())
+        run_worker(WorkerArgs(cfg=cfg, plan=make_train_plan(cfg), task=PretrainTask(), dataset_dir=dataset_for(cfg),
+                              model_dir=None, tokenizer_dir=None, upstream={}, resume_dir=None, run_id=None,
+                              extra_state={}, export_dir=None), LocalReporter())
     steps = read_steps(cfg.output_dir)
     return [steps[k]["end_time_s"] for k in sorted(steps)]
 

@@ -12,10 +12,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from orchestrator.config.store import register_configs
+from orchestrator import kinds
 from orchestrator.entry import hydra_main, precheck
 
-register_configs()
+kinds.get("ppo")  # registers the schemas with Hydra's ConfigStore (the spec: orchestrator/kinds/ppo.py)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ppo")

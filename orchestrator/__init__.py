@@ -8,6 +8,3 @@ import os as _os
 _os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 __version__ = "0.1.0"
-
-JOB_KINDS = ("data_prep", "pretrain", "sft", "reward_model", "ppo", "dpo", "pipeline")
-"""The one name of each job kind: module, jobs/ file, primary config and MLflow tag."""

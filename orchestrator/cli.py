@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from orchestrator import JOB_KINDS
+from orchestrator import kinds
 
 CLUSTER_VERBS = ("submit", "status", "logs", "stop", "resume", "list", "runs")
 
@@ -17,8 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="LLM training orchestrator on Ray. Configs are Hydra overrides: key=value, group=preset.",
     )
     sub = parser.add_subparsers(dest="verb", required=True)
-    run = sub.add_parser("run", help="run a job on the configured cluster (default: Ray started in-process)")
-    run.add_argument("kind", choices=JOB_KINDS)
+    run = sub.add_parser("run", help="run a job on the configured cluster (default: Ray started in-process)",
+                         description="job kinds:\n" + "\n".join(f"  {k:<13} {kinds.get(k).summary}" for k in kinds.names()),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("kind", choices=kinds.names())
     run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. model=tiny trainer.max_steps=5")
     for verb in CLUSTER_VERBS:
         p = sub.add_parser(verb, help=f"{verb} (cluster operations)")
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in CLUSTER_VERBS:  # their own parsers (argparse's REMAINDER drops a leading --option)
-        from orchestrator.runtime import cluster_cli
+        from orchestrator import cluster_cli
 
         return cluster_cli.main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
@@ -37,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestrator.entry import run_kind
 
         return run_kind(args.kind, args.overrides)
-    from orchestrator.runtime import cluster_cli
+    from orchestrator import cluster_cli
 
     return cluster_cli.main(args.verb, args.args)
 

@@ -1,20 +1,8 @@
-"""Typed configuration: dataclass schemas, Hydra composition, validation and the derived plan."""
+"""Typed configuration shared by the kinds: dataclass schemas of the groups, Hydra composition,
+cross-group validation and the training plan. Each kind's primary config lives in its module under
+``orchestrator.kinds``; ``orchestrator.kinds.load(kind, overrides)`` is the way to load one."""
 
 from orchestrator.config.errors import ConfigError
-from orchestrator.config.jobs import (
-    PRIMARY_SCHEMAS,
-    DataPrepConfig,
-    DPOConfig,
-    JobConfig,
-    PipelineConfig,
-    PPOConfig,
-    PretrainConfig,
-    RewardModelConfig,
-    SFTConfig,
-    TrainJobConfig,
-)
+from orchestrator.config.jobs import JobConfig, TrainJobConfig
 
-__all__ = [
-    "ConfigError", "PRIMARY_SCHEMAS", "JobConfig", "TrainJobConfig", "DataPrepConfig", "PretrainConfig",
-    "SFTConfig", "RewardModelConfig", "PPOConfig", "DPOConfig", "PipelineConfig",
-]
+__all__ = ["ConfigError", "JobConfig", "TrainJobConfig"]

@@ -1,4 +1,5 @@
-"""Primary config of each job kind: the schema behind ``conf/<kind>.yaml``."""
+"""The fields every job kind shares; each kind's primary config (the schema behind ``conf/<kind>.yaml``)
+extends one of these in its own module, ``orchestrator/kinds/<kind>.py``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ from dataclasses import dataclass, field
 from orchestrator.config.base import Frozen
 from orchestrator.config.cluster import ClusterConfig
 from orchestrator.config.data import TrainDataConfig
-from orchestrator.config.data_prep import DataPrepDataConfig
 from orchestrator.config.errors import require
 from orchestrator.config.model import ModelConfig
 from orchestrator.config.parallel import ParallelConfig
-from orchestrator.config.pipeline import PipelineSpec
-from orchestrator.config.rlhf import DPOOptions, PPOOptions, RewardOptions, SFTOptions
 from orchestrator.config.tracking import TrackingConfig
 from orchestrator.config.trainer import OptimConfig, TrainerConfig
 
@@ -58,61 +56,3 @@ class TrainJobConfig(JobConfig):
     """Optimizer and LR schedule."""
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     """Packed dataset from data_prep."""
-
-
-@dataclass
-class DataPrepConfig(JobConfig):
-    kind: str = "data_prep"
-    data: DataPrepDataConfig = field(default_factory=DataPrepDataConfig)
-    """Input, filters, dedup, tokenizer and packing."""
-
-
-@dataclass
-class PretrainConfig(TrainJobConfig):
-    kind: str = "pretrain"
-
-
-@dataclass
-class SFTConfig(TrainJobConfig):
-    kind: str = "sft"
-    sft: SFTOptions = field(default_factory=SFTOptions)
-    """SFT-specific options."""
-
-
-@dataclass
-class RewardModelConfig(TrainJobConfig):
-    kind: str = "reward_model"
-    reward: RewardOptions = field(default_factory=RewardOptions)
-    """Reward-model options."""
-
-
-@dataclass
-class DPOConfig(TrainJobConfig):
-    kind: str = "dpo"
-    dpo: DPOOptions = field(default_factory=DPOOptions)
-    """DPO options."""
-
-
-@dataclass
-class PPOConfig(TrainJobConfig):
-    kind: str = "ppo"
-    ppo: PPOOptions = field(default_factory=PPOOptions)
-    """PPO options."""
-
-
-@dataclass
-class PipelineConfig(JobConfig):
-    kind: str = "pipeline"
-    pipeline: PipelineSpec = field(default_factory=PipelineSpec)
-    """The stage DAG."""
-
-
-PRIMARY_SCHEMAS: dict[str, type[JobConfig]] = {
-    "data_prep": DataPrepConfig,
-    "pretrain": PretrainConfig,
-    "sft": SFTConfig,
-    "reward_model": RewardModelConfig,
-    "ppo": PPOConfig,
-    "dpo": DPOConfig,
-    "pipeline": PipelineConfig,
-}

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.config.errors import ConfigError
-from orchestrator.config.jobs import PRIMARY_SCHEMAS, JobConfig
+from orchestrator.config.jobs import JobConfig
 
 
 def conf_dir() -> Path:
@@ -20,20 +20,16 @@ def conf_dir() -> Path:
 
 
 def compose(kind: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``conf/<kind>.yaml`` with Hydra overrides, without starting anything.
+    """Compose ``conf/<kind>.yaml`` with Hydra overrides, without starting anything. The kind's schema
+    must be registered (``orchestrator.kinds.load`` does both; it is the public way to load a config).
 
     Raises:
-        ConfigError: unknown kind, unknown key, wrong type or bad preset name.
+        ConfigError: unknown key, wrong type or bad preset name.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from orchestrator.config.store import register_configs
-
-    if kind not in PRIMARY_SCHEMAS:
-        raise ConfigError("kind", f"unknown job kind {kind!r}", f"use one of {', '.join(PRIMARY_SCHEMAS)}")
-    register_configs()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -60,15 +56,6 @@ def to_typed(cfg: DictConfig) -> JobConfig:
     obj = _fill_derived(obj)
     obj.freeze()
     return obj
-
-
-def load(kind: str, overrides: Sequence[str] = ()) -> JobConfig:
-    """Compose, type, validate (cross-group) and freeze a job config. Starts no process."""
-    from orchestrator.config.validate import validate
-
-    cfg = to_typed(compose(kind, overrides))
-    validate(cfg)
-    return cfg
 
 
 def _fill_derived(cfg: JobConfig) -> JobConfig:

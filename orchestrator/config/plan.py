@@ -1,11 +1,12 @@
-"""Derived numbers of a validated config (sizes, accumulation, memory); never stored in the config."""
+"""Derived numbers of a validated training config (sizes, accumulation, memory); never stored in the
+config. Each kind's dry-run plan is declared by its module (``orchestrator.kinds``)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.config.jobs import DataPrepConfig, JobConfig, TrainJobConfig
+from orchestrator.config.jobs import TrainJobConfig
 
 GIB = 1024**3
 
@@ -96,36 +97,3 @@ def make_train_plan(cfg: TrainJobConfig) -> TrainPlan:
             "total_device": round((states + acts) / GIB, 4),
         },
     )
-
-
-def lsh_detection_curve(num_bands: int, rows_per_band: int,
-                        points: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> dict[float, float]:
-    """P(a pair becomes an LSH candidate | Jaccard s) = 1 - (1 - s^r)^b."""
-    return {s: round(1 - (1 - s**rows_per_band) ** num_bands, 4) for s in points}
-
-
-def make_plan(cfg: JobConfig) -> dict[str, Any]:
-    """The plan printed by ``dry_run=true`` (and logged to MLflow)."""
-    if cfg.kind == "ppo":  # PPO's layout is its roles, not one worker group
-        from orchestrator.rlhf.plan import ppo_plan
-
-        return {"model_params": cfg.model.num_params(), **ppo_plan(cfg)}  # type: ignore[attr-defined]
-    if isinstance(cfg, TrainJobConfig):
-        return make_train_plan(cfg).as_dict()
-    if isinstance(cfg, DataPrepConfig):
-        from orchestrator.data.dedup import near_row_bytes
-
-        mh = cfg.data.minhash
-        doc_bytes = mh.num_bands * near_row_bytes(mh.num_bands, mh.rows_per_band)
-        return {
-            "minhash_permutations": mh.num_bands * mh.rows_per_band,
-            "lsh_threshold_estimate": round((1 / mh.num_bands) ** (1 / mh.rows_per_band), 4),
-            "lsh_detection_probability": lsh_detection_curve(mh.num_bands, mh.rows_per_band),
-            # one near-dedup reduce task holds one bucket: this many documents' band rows
-            "near_dedup_shuffle_bytes_per_doc": doc_bytes,
-            "near_dedup_docs_per_bucket": ("fixed: data.shuffle_partitions" if cfg.data.shuffle_partitions
-                                           else (cfg.data.shuffle_partition_mb << 20) // doc_bytes),
-            "workers": cfg.cluster.num_workers,
-        }
-    stages = getattr(getattr(cfg, "pipeline", None), "stages", [])
-    return {"stages": [f"{s.name} ({s.kind})" + (f" after {', '.join(s.after)}" if s.after else "") for s in stages]}

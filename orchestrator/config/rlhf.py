@@ -84,7 +84,7 @@ class PPOOptions(Frozen):
     reward_model: Optional[str] = None
     """Reward model dir (written by the ``reward_model`` job) or MLflow URI. null = the rule-based
     verifiable reward ``reward_fn`` (the demo task's exact score)."""
-    reward_fn: str = "orchestrator.rlhf.task:score_texts"
+    reward_fn: str = "orchestrator.data.task:score_texts"
     """``module:function(prompts, responses) -> list[float]`` used when ``reward_model`` is null."""
     critic_init: Optional[str] = None
     """Critic backbone; null = the reward model when there is one (it already reads responses for
@@ -176,4 +176,4 @@ class PPOOptions(Frozen):
         require(self.critic_lr is None or self.critic_lr > 0, "ppo.critic_lr", "must be positive", "use null")
         require(self.critic_warmup_steps >= 0, "ppo.critic_warmup_steps", "must be >= 0", "use 0")
         require(":" in self.reward_fn, "ppo.reward_fn", f"{self.reward_fn!r} is not module:function",
-                "use e.g. orchestrator.rlhf.task:score_texts")
+                "use e.g. orchestrator.data.task:score_texts")

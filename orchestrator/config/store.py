@@ -1,25 +1,15 @@
-"""All Hydra ConfigStore registrations: the dataclasses are the schema, YAML only selects values."""
+"""Hydra ConfigStore registration: the dataclasses are the schema, YAML only selects values."""
 
 from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from orchestrator.config.jobs import PRIMARY_SCHEMAS
 
-_registered = False
-
-
-def register_configs() -> None:
-    """Register ``<kind>_schema`` for each primary config (idempotent).
+def register_schema(name: str, node: type) -> None:
+    """Register a primary config dataclass as ``name`` (``<kind>_schema``; idempotent).
 
     ``conf/<kind>.yaml`` lists ``<kind>_schema`` first in its defaults, so every group preset and
     command-line override is merged onto the typed dataclass: unknown keys and wrong types fail at
-    compose time.
+    compose time. The kind registry (:mod:`orchestrator.kinds.registry`) registers every kind's schema.
     """
-    global _registered
-    if _registered:
-        return
-    cs = ConfigStore.instance()
-    for kind, schema in PRIMARY_SCHEMAS.items():
-        cs.store(name=f"{kind}_schema", node=schema)
-    _registered = True
+    ConfigStore.instance().store(name=name, node=node)

@@ -1,4 +1,7 @@
-"""Cross-group validation: every user mistake fails here, before Ray is asked for anything."""
+"""Cross-group validation shared by every kind: every user mistake fails before Ray is asked for anything.
+
+The kind-specific checks live in each kind's module; ``orchestrator.kinds.validate`` runs both.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,14 @@ import json
 from pathlib import Path
 
 from orchestrator.config.errors import require
-from orchestrator.config.jobs import DataPrepConfig, JobConfig, PipelineConfig, TrainJobConfig
+from orchestrator.config.jobs import JobConfig, TrainJobConfig
+from orchestrator.core.files import is_remote_uri
 
 _RESUME_WORDS = ("auto", "never")
 
 
-def is_remote_uri(path: str) -> bool:
-    """True for URIs we cannot check locally (MLflow model URIs, object stores)."""
-    return "://" in path or path.startswith(("models:/", "runs:/"))
-
-
-def validate(cfg: JobConfig) -> None:
-    """Check the relations between groups of a typed config.
+def validate_common(cfg: JobConfig) -> None:
+    """Check the relations between groups of a typed config (every kind).
 
     Raises:
         ConfigError: naming the key at fault and the fix.
@@ -27,18 +26,10 @@ def validate(cfg: JobConfig) -> None:
                 "use resume=auto, resume=never or an existing checkpoint directory")
     if isinstance(cfg, TrainJobConfig):
         _validate_train(cfg)
-    elif isinstance(cfg, DataPrepConfig):
-        _validate_data_prep(cfg)
-    elif isinstance(cfg, PipelineConfig):
-        require(len(cfg.pipeline.stages) > 0, "pipeline.stages", "the pipeline has no stages",
-                "pick a preset, e.g. pipeline=default")
-        from orchestrator.pipeline.runner import validate_stages
-
-        validate_stages(cfg)
 
 
 def _validate_train(cfg: TrainJobConfig) -> None:
-    m, p, c, t = cfg.model, cfg.parallel, cfg.cluster, cfg.trainer
+    m, p, c = cfg.model, cfg.parallel, cfg.cluster
     require(m.num_heads % p.tensor_parallel == 0, "parallel.tensor_parallel",
             f"{p.tensor_parallel} does not divide model.num_heads={m.num_heads}",
             "use a tensor_parallel degree that divides the number of heads")
@@ -54,7 +45,6 @@ def _validate_train(cfg: TrainJobConfig) -> None:
             f"world size {world} is not dp*tp*pp for tensor_parallel={p.tensor_parallel} x "
             f"pipeline_parallel={p.pipeline_parallel}",
             f"use a multiple of {mp} workers or lower parallel.tensor_parallel/pipeline_parallel")
-    dp = world // mp
     # AutoTP composes with ZeRO 0-3 in DeepSpeed 0.19.8 (ZeRO partitions over the data-parallel group of its
     # (data, tensor) mesh; ZeRO-3 export gathers both dimensions). It does not compose with PipelineModule:
     # AutoTP builds a 2-D (data, tensor) mesh and the pipeline engine takes its groups from the pipeline's
@@ -62,20 +52,6 @@ def _validate_train(cfg: TrainJobConfig) -> None:
     require(not (p.tensor_parallel > 1 and p.pipeline_parallel > 1), "parallel.pipeline_parallel",
             "tensor and pipeline parallelism cannot be combined (DeepSpeed AutoTP's (data, tensor) mesh has no "
             "pipeline axis)", "use either parallel.tensor_parallel or parallel.pipeline_parallel")
-    per_step = p.micro_batch_size * dp
-    if cfg.kind == "sft":
-        from orchestrator.training.posttrain import check_sft
-
-        check_sft(cfg)
-    if cfg.kind == "ppo":  # PPO batches are ppo.rollout_batch_size/minibatch_size over its role actors
-        from orchestrator.rlhf.jobs import check_ppo
-
-        check_ppo(cfg)  # type: ignore[arg-type]
-        per_step = 1
-    require(t.global_batch_size % per_step == 0, "trainer.global_batch_size",
-            f"{t.global_batch_size} is not divisible by parallel.micro_batch_size*dp = "
-            f"{p.micro_batch_size}*{dp} = {per_step}",
-            f"use a multiple of {per_step}, e.g. trainer.global_batch_size={per_step * max(1, t.global_batch_size // per_step)}")
     precision = p.resolved_precision(c.use_gpu)
     require(c.use_gpu or precision in ("fp32", "bf16"), "parallel.precision",
             f"{precision} needs a GPU (cluster.use_gpu=false)", "use parallel.precision=auto or fp32 on CPU")
@@ -105,13 +81,12 @@ def _validate_against_manifest(cfg: TrainJobConfig, manifest: dict) -> None:
                 f"set model.seq_len<={seq} or re-run data_prep with data.seq_len={cfg.model.seq_len}")
 
 
-def _validate_data_prep(cfg: DataPrepConfig) -> None:
-    d = cfg.data
-    if d.input is not None and not is_remote_uri(d.input):
-        import glob
-
-        require(bool(glob.glob(d.input)) or Path(d.input).exists(), "data.input",
-                f"{d.input!r} matches no file", "give an existing file, directory or glob")
-    if d.tokenizer_path is not None:
-        require(Path(d.tokenizer_path).is_dir(), "data.tokenizer_path", f"{d.tokenizer_path!r} is not a directory",
-                "point to a tokenizer directory or leave it null to train one")
+def check_train_batch(cfg: TrainJobConfig) -> None:
+    """Kinds that train on one worker group: the global batch splits into micro-batches on every dp rank."""
+    p, t = cfg.parallel, cfg.trainer
+    dp = cfg.cluster.num_workers // (p.tensor_parallel * p.pipeline_parallel)
+    per_step = p.micro_batch_size * dp
+    require(t.global_batch_size % per_step == 0, "trainer.global_batch_size",
+            f"{t.global_batch_size} is not divisible by parallel.micro_batch_size*dp = "
+            f"{p.micro_batch_size}*{dp} = {per_step}",
+            f"use a multiple of {per_step}, e.g. trainer.global_batch_size={per_step * max(1, t.global_batch_size // per_step)}")

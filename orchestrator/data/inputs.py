@@ -15,9 +15,9 @@ DEMO_SEED = 0
 
 
 def demo_record_lines(fmt: str, num_records: int, seed: int = DEMO_SEED) -> Iterator[Any]:
-    """Demo post-training records (the project's verifiable-reward task, :mod:`orchestrator.rlhf.task`)
+    """Demo post-training records (the project's verifiable-reward task, :mod:`orchestrator.data.task`)
     with 3 % planted exact copies and a few malformed lines, shuffled."""
-    from orchestrator.rlhf.task import records
+    from orchestrator.data.task import records
 
     rng = random.Random(seed)
     recs: list[Any] = list(records(fmt, num_records, seed))

@@ -19,11 +19,10 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from orchestrator.config.base import as_dict
 from orchestrator.config.errors import ConfigError
-from orchestrator.config.jobs import DataPrepConfig
 from orchestrator.data import dedup
 from orchestrator.data.finalize import (canonical_fields, finalize_partition, iter_kept, pack_arrays,
                                         tokenize_partition)
@@ -33,6 +32,9 @@ from orchestrator.data.readers import Partition
 from orchestrator.data.shuffle import map_tasks
 from orchestrator.data.stats import aggregate_step_stats, plot_filter_histograms, stats_metrics
 from orchestrator.data.steps import DocumentSteps
+
+if TYPE_CHECKING:  # the kind module imports this one to run it
+    from orchestrator.kinds.data_prep import DataPrepConfig
 
 log = logging.getLogger(__name__)
 

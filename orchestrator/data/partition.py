@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.config.data_prep import DataPrepDataConfig
+from orchestrator.core.files import atomic_write_text
 from orchestrator.data.readers import Partition, extract_fields, read_partition
 from orchestrator.data.steps import DocumentSteps, record_text
 
@@ -40,13 +41,6 @@ def text_fields(cfg: DataPrepDataConfig) -> tuple[str, ...]:
     if cfg.format == "pretrain":
         return (cfg.text_field,)
     return tuple(getattr(cfg, f) for f in FORMAT_FIELDS[cfg.format])
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` via a temporary file, so readers see the old content or the new, never a torn file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class _StepCounter:

@@ -23,7 +23,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-MANIFEST = "manifest.json"
+from orchestrator.core.dataset import MANIFEST, load_manifest
+
 FORMAT_VERSION = 1
 RECORD_FORMATS = ("sft", "preference", "prompts")
 REQUIRED_FIELDS = {"sft": ("prompt", "response"), "preference": ("prompt", "chosen", "rejected"),
@@ -62,18 +63,6 @@ def _copy_tokenizer(tokenizer_dir: Optional[Path], out: Path) -> Optional[str]:
         shutil.copytree(tokenizer_dir, dst)
     tok_json = dst / "tokenizer.json"
     return sha256_file(tok_json) if tok_json.exists() else None
-
-
-def load_manifest(path: str | Path) -> dict[str, Any]:
-    """The manifest of a complete dataset directory.
-
-    Raises:
-        FileNotFoundError: the directory holds no (complete) dataset.
-    """
-    manifest = Path(path) / MANIFEST
-    if not manifest.exists():
-        raise FileNotFoundError(f"{path} holds no complete dataset (no {MANIFEST}); run data_prep first")
-    return json.loads(manifest.read_text())
 
 
 def write_packed_dataset(

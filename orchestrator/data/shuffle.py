@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.data.partition import atomic_write_text
+from orchestrator.core.files import atomic_write_text
 
 Columns = dict[str, np.ndarray]
 KeyFn = Callable[..., Columns]

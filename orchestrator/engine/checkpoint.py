@@ -31,6 +31,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from orchestrator.core.dist import barrier
+from orchestrator.core.files import atomic_write_text
+
 COMMIT_MARKER = "COMMITTED"
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
@@ -68,16 +71,6 @@ def read_trainer_state(ckpt_dir: Path) -> dict[str, Any]:
     return json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old or the new content, never a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def capture_rng() -> dict[str, Any]:
     """This process's python/numpy/torch (and CUDA) RNG states as JSON-able data."""
     np_state = np.random.get_state()
@@ -99,11 +92,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 class CheckpointManager:
@@ -130,16 +118,16 @@ class CheckpointManager:
             self.root.mkdir(parents=True, exist_ok=True)
             if path.exists():  # leftover of a crash while writing this tag: never mix old and new files
                 shutil.rmtree(path)
-        _barrier()
+        barrier()
         engine.save_checkpoint(str(self.root), tag=tag, save_latest=False)
         (path / "rng").mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / "rng" / f"rank_{self.rank}.json", json.dumps(capture_rng()))
         if self.rank == 0:
             atomic_write_text(path / STATE_FILE, json.dumps(trainer_state, indent=1, sort_keys=True))
-        _barrier()  # every rank's shards are on disk before the commit marker exists
+        barrier()  # every rank's shards are on disk before the commit marker exists
         if self.rank == 0:
             self._commit(path)
-        _barrier()
+        barrier()
         return path
 
     def _commit(self, path: Path) -> None:

@@ -2,6 +2,7 @@
 
 Public API:
     export_hf(engine, out_dir, *, rank, tokenizer_dir=None) -> Optional[Path]   (collective)
+    save_pretrained_atomic(model, out_dir, tokenizer_dir) -> Path                (one process)
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from orchestrator.core.dist import barrier
+from orchestrator.core.files import copy_tokenizer
 
 
 def gathered_state_dict(engine: Any, rank: int) -> Optional[dict[str, torch.Tensor]]:
@@ -42,7 +46,7 @@ def export_hf(engine: Any, out_dir: str | Path, *, rank: int, tokenizer_dir: Opt
     """
     state = gathered_state_dict(engine, rank)
     if rank != 0:
-        _barrier()
+        barrier()
         return None
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -51,19 +55,28 @@ def export_hf(engine: Any, out_dir: str | Path, *, rank: int, tokenizer_dir: Opt
 
     module = hf_model_of(engine)  # the HF model (a PipelineEngine's module is a PipelineModule)
     module.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
+    _commit(tmp, out, tokenizer_dir)
+    barrier()
+    return out
+
+
+def save_pretrained_atomic(model: Any, out_dir: str | Path, tokenizer_dir: Optional[str | Path]) -> Path:
+    """``model.save_pretrained`` (safetensors) plus the tokenizer into a temporary sibling, then renamed:
+    ``out_dir`` is the previous export or the new one, never half of one. Single process (rank 0)."""
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    _commit(tmp, out, tokenizer_dir)
+    return out
+
+
+def _commit(tmp: Path, out: Path, tokenizer_dir: Optional[str | Path]) -> None:
+    """Add the tokenizer to the finished ``tmp`` directory and swap it in for ``out``."""
     if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
-        for f in Path(tokenizer_dir).iterdir():
-            if f.is_file():
-                shutil.copy2(f, tmp / f.name)
+        copy_tokenizer(tokenizer_dir, tmp)
     old = out.with_name(f".{out.name}.old{os.getpid()}")
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-    _barrier()
-    return out
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()

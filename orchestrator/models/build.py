@@ -18,7 +18,7 @@ import torch
 
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.model import ModelConfig
-from orchestrator.config.validate import is_remote_uri
+from orchestrator.core.files import is_remote_uri
 
 # Shape fields that must agree between model.* and a pretrained directory's config.
 _SHAPE_KEYS = {

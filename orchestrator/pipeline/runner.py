@@ -15,21 +15,27 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.config.errors import ConfigError
-from orchestrator.config.jobs import JobConfig, PipelineConfig
-from orchestrator.config.load import load
+from orchestrator.config.jobs import JobConfig
 from orchestrator.config.pipeline import StageConfig
-from orchestrator.entry import resolve_runner
 from orchestrator.pipeline.markers import read_valid_marker, write_marker
 from orchestrator.pipeline.summary import format_summary, key_metric, mlflow_ui_hint
-from orchestrator.pipeline.wiring import WIRED_KEYS, stage_outputs, upstream_model_tag, wiring_overrides
+from orchestrator.pipeline.wiring import upstream_model_tag, wired_keys, wiring_overrides
 from orchestrator.runtime.ray_runtime import ray_session
-from orchestrator.tracking import JobTracker, config_hash
+from orchestrator.tracking import config_hash, job_run
 
 
-def _cluster_overrides(cfg: PipelineConfig) -> list[str]:
+class Kinds(Protocol):
+    """The job-kind registry as the pipeline sees it (``orchestrator.kinds.pipeline.Kinds``)."""
+
+    def get(self, kind: str) -> Any: ...
+
+    def load(self, kind: str, overrides: list[str]) -> JobConfig: ...
+
+
+def _cluster_overrides(cfg: Any) -> list[str]:
     c = cfg.cluster
     address = "null" if c.address is None else c.address
     num_cpus = "null" if c.num_cpus is None else c.num_cpus
@@ -37,7 +43,7 @@ def _cluster_overrides(cfg: PipelineConfig) -> list[str]:
             f"cluster.cpus_per_worker={c.cpus_per_worker}", f"cluster.num_cpus={num_cpus}"]
 
 
-def stage_config(cfg: PipelineConfig, stage: StageConfig, wiring: list[str], parent_run_id: str | None = None,
+def stage_config(cfg: Any, stage: StageConfig, wiring: list[str], kinds: Kinds, parent_run_id: str | None = None,
                  tags: dict[str, str] | None = None) -> JobConfig:
     """The typed, validated config of one stage (raises ConfigError naming the stage's key)."""
     overrides = [
@@ -47,7 +53,7 @@ def stage_config(cfg: PipelineConfig, stage: StageConfig, wiring: list[str], par
         *_cluster_overrides(cfg), *cfg.pipeline.stage_overrides,
         *(cfg.pipeline.train_overrides if stage.kind != "data_prep" else []), *stage.overrides, *wiring,
     ]
-    stage_cfg = load(stage.kind, overrides)
+    stage_cfg = kinds.load(stage.kind, overrides)
     tracking = dataclasses.replace(
         stage_cfg.tracking, parent_run_id=parent_run_id,
         tags={**stage_cfg.tracking.tags, "pipeline": cfg.pipeline.name, "pipeline_stage": stage.name, **(tags or {})})
@@ -56,7 +62,7 @@ def stage_config(cfg: PipelineConfig, stage: StageConfig, wiring: list[str], par
     return stage_cfg
 
 
-def validate_stages(cfg: PipelineConfig) -> None:
+def validate_stages(cfg: Any, kinds: Kinds) -> None:
     """Refuse any bad stage config (called by config validation, so before Ray starts and in dry runs).
 
     Raises:
@@ -64,9 +70,9 @@ def validate_stages(cfg: PipelineConfig) -> None:
     """
     for stage in cfg.pipeline.stages:
         try:
-            stage_config(cfg, stage, wiring=[])
+            stage_config(cfg, stage, [], kinds)
         except ConfigError as exc:
-            if exc.key not in WIRED_KEYS:  # wired inputs do not exist yet; they are checked when wired
+            if exc.key not in wired_keys(kinds.get(stage.kind)):  # wired inputs do not exist yet; they are checked when wired
                 raise ConfigError(f"pipeline.stages[{stage.name}].{exc.key}", exc.problem, exc.fix) from None
 
 
@@ -77,20 +83,22 @@ def _stage_hash(stage_cfg: JobConfig, upstream: list[tuple[str, dict[str, Any]]]
     return h.hexdigest()[:16]
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    """Run every stage of ``cfg.pipeline``; returns the summary (also logged as an MLflow artifact)."""
+def run_pipeline(cfg: Any, kinds: Kinds) -> dict[str, Any]:
+    """Run every stage of ``cfg.pipeline`` (a ``PipelineConfig``); returns the summary (also logged as
+    an MLflow artifact)."""
     stages = list(cfg.pipeline.stages)
     by_name = {s.name: s for s in stages}
     records: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     t_start = time.time()
-    with contextlib.ExitStack() as stack, JobTracker.start(cfg, extra_tags={"pipeline": cfg.pipeline.name}) as parent:
+    with contextlib.ExitStack() as stack, job_run(cfg, extra_tags={"pipeline": cfg.pipeline.name}) as parent:
         ray_started = False
         try:
             for i, stage in enumerate(stages, 1):
-                upstream = [(by_name[a].kind, records[a]) for a in stage.after]
-                wiring = wiring_overrides(stage.kind, upstream)
-                stage_cfg = stage_config(cfg, stage, wiring, parent.run_id, upstream_model_tag(upstream))
+                spec = kinds.get(stage.kind)
+                upstream = [(kinds.get(by_name[a].kind), records[a]) for a in stage.after]
+                wiring = wiring_overrides(spec, upstream)
+                stage_cfg = stage_config(cfg, stage, wiring, kinds, parent.run_id, upstream_model_tag(upstream))
                 stage_hash = _stage_hash(stage_cfg, upstream)
                 marker = read_valid_marker(stage_cfg.output_dir, stage_hash)
                 prefix = f"[{i}/{len(stages)}] {stage.name} ({stage.kind})"
@@ -99,7 +107,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                     outputs = {k: v["path"] for k, v in marker["outputs"].items()}
                     digests = {k: v["digest"] for k, v in marker["outputs"].items()}
                     records[stage.name] = {"outputs": outputs, "result": result, "digests": digests}
-                    rows.append(_row(stage, "SKIPPED", 0.0, result))
+                    rows.append(_row(stage, spec, "SKIPPED", 0.0, result))
                     print(f"{prefix}: already complete, skipped", flush=True)
                     continue
                 if not ray_started:
@@ -108,20 +116,20 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 print(f"{prefix}: running", flush=True)
                 t0 = time.time()
                 try:
-                    result = dict(resolve_runner(stage.kind)(stage_cfg) or {})
+                    result = dict(spec.run(stage_cfg) or {})
                 except BaseException:
-                    rows.append(_row(stage, "FAILED", time.time() - t0, {}))
+                    rows.append(_row(stage, spec, "FAILED", time.time() - t0, {}))
                     raise
                 if result.get("model_version"):  # jobs register their model under the run name
                     result.setdefault("model_name", stage_cfg.run_name)
-                outputs = stage_outputs(stage.kind, result, stage_cfg.output_dir)
+                outputs = spec.outputs(result, stage_cfg.output_dir)
                 _tag_model_lineage(parent, result, stage_cfg.tracking.tags)
                 write_marker(stage_cfg.output_dir, config_hash=stage_hash, outputs=outputs, result=_jsonable(result))
                 marker = read_valid_marker(stage_cfg.output_dir, stage_hash)
                 assert marker is not None
                 digests = {k: v["digest"] for k, v in marker["outputs"].items()}
                 records[stage.name] = {"outputs": outputs, "result": result, "digests": digests}
-                rows.append(_row(stage, "FINISHED", time.time() - t0, result))
+                rows.append(_row(stage, spec, "FINISHED", time.time() - t0, result))
                 print(f"{prefix}: done in {time.time() - t0:.1f}s ({rows[-1]['key_metric']})", flush=True)
         finally:
             summary = {"pipeline": cfg.pipeline.name, "run_id": parent.run_id, "stages": rows,
@@ -135,7 +143,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     return summary
 
 
-def _tag_model_lineage(parent: JobTracker, result: dict[str, Any], tags: dict[str, str]) -> None:
+def _tag_model_lineage(parent: Any, result: dict[str, Any], tags: dict[str, str]) -> None:
     """Put the upstream model version / dataset digest on the stage's registered model version, so
     the registry alone walks back from the final model to the data."""
     if not (result.get("model_name") and result.get("model_version")):
@@ -145,10 +153,10 @@ def _tag_model_lineage(parent: JobTracker, result: dict[str, Any], tags: dict[st
             parent.client.set_model_version_tag(result["model_name"], str(result["model_version"]), key, tags[key])
 
 
-def _row(stage: StageConfig, status: str, duration_s: float, result: dict[str, Any]) -> dict[str, Any]:
+def _row(stage: StageConfig, spec: Any, status: str, duration_s: float, result: dict[str, Any]) -> dict[str, Any]:
     version = f"{result.get('model_name')}/{result['model_version']}" if result.get("model_version") else ""
     return {"stage": stage.name, "kind": stage.kind, "status": status, "duration_s": round(duration_s, 2),
-            "key_metric": key_metric(stage.kind, result), "model_version": version,
+            "key_metric": key_metric(spec.key_metrics, result), "model_version": version,
             "run_id": result.get("run_id", "")}
 
 

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-# metric shown for each kind, first one present in the stage's result["metrics"] (or result) wins
-KEY_METRICS = {
-    "data_prep": ("docs_kept", "num_kept", "num_blocks"),
-    "pretrain": ("eval_ppl", "eval_loss", "final_loss", "loss"),
-    "sft": ("eval_loss", "final_loss", "loss"),
-    "reward_model": ("eval_accuracy", "accuracy", "final_loss"),
-    "dpo": ("eval_margin", "margin", "eval_accuracy", "final_loss"),
-    "ppo": ("reward_mean", "final_reward_mean", "reward", "kl"),
-}
 
-
-def key_metric(kind: str, result: Mapping[str, Any]) -> str:
+def key_metric(names: tuple[str, ...], result: Mapping[str, Any]) -> str:
+    """``name=value`` of the first of a kind's ``key_metrics`` present in its result (or ``eval``/``metrics``)."""
     metrics = {**result, **(result.get("eval") or {}), **(result.get("metrics") or {})}
-    for name in KEY_METRICS.get(kind, ()):
+    for name in names:
         value = metrics.get(name)
         if isinstance(value, (int, float)):
             return f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"

@@ -33,7 +33,7 @@ def sample_responses(model_dir: str, prompts: Sequence[str], *, seed: int, max_n
 
 
 def mean_reward(model_dir: str, prompts: Sequence[str], *, seed: int = 0,
-                reward_fn: str = "orchestrator.rlhf.task:score_texts", **kwargs) -> float:
+                reward_fn: str = "orchestrator.data.task:score_texts", **kwargs) -> float:
     """Mean rule-based reward of sampled responses to ``prompts``."""
     module, _, func = reward_fn.partition(":")
     fn = getattr(importlib.import_module(module), func)

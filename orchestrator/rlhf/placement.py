@@ -42,7 +42,7 @@ def bundles_for(ppo: Any) -> tuple[list[dict[str, float]], dict[str, list[int]]]
 def _node_address() -> str:
     import ray
 
-    from orchestrator.rlhf.roles import free_port
+    from orchestrator.core.dist import free_port
 
     return f"{ray.util.get_node_ip_address()}:{free_port()}"
 

@@ -20,10 +20,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
+from orchestrator.core.files import atomic_write_text
 from orchestrator.engine.checkpoint import (
     COMMIT_MARKER,
     LATEST,
-    atomic_write_text,
     capture_rng,
     committed_tags,
     is_committed,

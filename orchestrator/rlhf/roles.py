@@ -18,25 +18,19 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import socket
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from orchestrator.core.dist import free_port
 from orchestrator.rlhf.batches import token_logprobs
 from orchestrator.rlhf.losses import entropy_from_logits, logprobs_from_logits, policy_loss, value_loss
 from orchestrator.rlhf.masked import masked_mean
 from orchestrator.rlhf.rollout import response_slice, select
 
 DS_TAG = "ds"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RoleBase:
@@ -99,7 +93,8 @@ class RoleBase:
         """Collective over the role's ranks: engine (weights, optimizer, LR schedule) + this rank's RNG."""
         import json
 
-        from orchestrator.engine.checkpoint import atomic_write_text, capture_rng
+        from orchestrator.core.files import atomic_write_text
+        from orchestrator.engine.checkpoint import capture_rng
 
         d = Path(ckpt_dir) / self.role
         d.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import JobConfig
@@ -101,7 +101,7 @@ def connect(address: str):
     """
     from ray.job_submission import JobSubmissionClient
 
-    from orchestrator.quiet import verbose
+    from orchestrator.core.console import verbose
 
     if not verbose():  # Ray's client logs every packaging step of the working dir (set after Ray's import)
         names = [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]
@@ -177,14 +177,15 @@ def runtime_env(extra_env: dict[str, str]) -> dict[str, Any]:
     return {"working_dir": str(REPO), "excludes": WORKING_DIR_EXCLUDES, "env_vars": env}
 
 
-def submit(cfg: JobConfig, overrides: Sequence[str], address: str, client=None,
-           job_id: Optional[str] = None) -> Submitted:
-    """Submit the validated ``cfg`` (composed from ``overrides``) as ``python -m jobs.<kind>``."""
+def submit(cfg: JobConfig, overrides: Sequence[str], address: str, load: Callable[[str, Sequence[str]], Any],
+           client=None, job_id: Optional[str] = None) -> Submitted:
+    """Submit the validated ``cfg`` (composed from ``overrides``) as ``python -m jobs.<kind>``; ``load``
+    (``orchestrator.kinds.load``) checks that the exact entrypoint overrides compose and validate here."""
     client = client or connect(address)
     job_overrides, extra_env = pinned_overrides(cfg, overrides)
     job_id = job_id or new_job_id(cfg)
     args = job_overrides + [f"resume={cfg.resume}", f"++tracking.tags.{RUN_TAG}={job_id}"]
-    _check_composes(cfg.kind, args, extra_env)
+    _check_composes(cfg.kind, args, extra_env, load)
     entrypoint = shlex.join(["python", "-m", f"jobs.{cfg.kind}", *args])
     metadata = {META_KIND: cfg.kind, META_OVERRIDES: json.dumps(job_overrides), META_RUN_NAME: cfg.run_name,
                 META_TRACKING: "" if _has_credentials(cfg.tracking.uri or "") else (cfg.tracking.uri or ""),
@@ -197,10 +198,8 @@ def submit(cfg: JobConfig, overrides: Sequence[str], address: str, client=None,
     return Submitted(job_id=job_id, entrypoint=entrypoint, address=address)
 
 
-def _check_composes(kind: str, args: Sequence[str], extra_env: dict[str, str]) -> None:
+def _check_composes(kind: str, args: Sequence[str], extra_env: dict[str, str], load: Callable) -> None:
     """The exact entrypoint overrides must compose here too (they are what the job will run)."""
-    from orchestrator.config.load import load
-
     saved = {k: os.environ.get(k) for k in extra_env}
     os.environ.update(extra_env)
     try:

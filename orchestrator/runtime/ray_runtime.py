@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from orchestrator.config.cluster import ClusterConfig
-from orchestrator.quiet import quiet_env, verbose
+from orchestrator.core.console import quiet_env, verbose
 
 log = logging.getLogger(__name__)
 

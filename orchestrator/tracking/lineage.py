@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping, Optional
 
-from orchestrator.data.shards import load_manifest
+from orchestrator.core.dataset import load_manifest
 
 
 def log_dataset_input(client, run_id: str, dataset_dir: str | Path, context: str, name: Optional[str] = None) -> str:

@@ -1,38 +1,34 @@
-"""Driver side of every DeepSpeed training job: the Ray Train worker group (the only Ray plumbing).
+"""Driver side of every DeepSpeed training job (pretrain, sft, reward_model, dpo): inputs, resume
+decision, the MLflow run with lineage, the Ray Train worker group (the only Ray plumbing), registration.
 
 Public API:
+    run_training(cfg, task) -> result dict      (a kind's runner: ``run_training(cfg, SFTTask())``)
     fit_worker_group(cfg, train_fn, train_loop_config) -> ray.train.Result
-    refuse_unsupported_parallelism(cfg, job) -> None
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
+from orchestrator.config.plan import make_train_plan
+from orchestrator.core.console import verbose
+from orchestrator.core.files import copy_tokenizer, has_tokenizer
+from orchestrator.engine.checkpoint import latest_committed
+from orchestrator.engine.resume import resolve_resume, shape_fingerprint
+from orchestrator.runtime.ray_runtime import ray_session
+from orchestrator.tracking import config_hash, job_run, lineage_tags
+from orchestrator.training.inputs import PACKED, dataset_dir, pick_tokenizer, resolve_model
+from orchestrator.training.loop import read_steps
+from orchestrator.training.task import TrainTask
+from orchestrator.training.worker import EVAL_FILE, WorkerArgs, train_worker
 
-
-TP_JOBS = ("pretrain", "sft")
-"""Jobs whose workers run DeepSpeed AutoTP (orchestrator.engine.tp): their objective is a plain forward."""
-PP_JOBS = ("pretrain",)
-"""Jobs whose workers run a PipelineModule (orchestrator.engine.pipe): the pipeline's loss is the causal-LM
-loss on labels; SFT's masked/scaled loss and the pairwise objectives still need a whole-model forward."""
-
-
-def refuse_unsupported_parallelism(cfg: TrainJobConfig, job: str) -> None:
-    """Refuse tensor/pipeline parallelism before Ray starts for jobs that do not support it."""
-    p = cfg.parallel
-    lora = getattr(getattr(cfg, "sft", None), "lora_rank", 0)
-    if job == "sft" and lora and p.tensor_parallel > 1:
-        raise ConfigError("parallel.tensor_parallel", "LoRA adapters cannot be sharded by AutoTP",
-                          "set sft.lora_rank=0 or parallel.tensor_parallel=1")
-    for key, value, jobs in (("parallel.tensor_parallel", p.tensor_parallel, TP_JOBS),
-                             ("parallel.pipeline_parallel", p.pipeline_parallel, PP_JOBS)):
-        if value > 1 and job not in jobs:
-            raise ConfigError(key, f"{value} is not supported by {job} yet (ZeRO data parallelism only)",
-                              f"set {key}=1 and use parallel.zero_stage=0..3 to scale")
+log = logging.getLogger(__name__)
 
 
 def ray_storage(cfg: TrainJobConfig) -> tuple[str, str]:
@@ -63,8 +59,6 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], N
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from orchestrator.quiet import verbose
-
     c = cfg.cluster
     storage, name = ray_storage(cfg)
     if checkpoints_in_place(cfg):
@@ -88,3 +82,88 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], N
         ),
     )
     return trainer.fit()
+
+
+def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
+    """Train ``cfg.model`` with ``task`` on ``cluster.num_workers`` Ray Train workers with DeepSpeed.
+
+    Returns:
+        ``run_id`` (MLflow, None without tracking), ``output_dir``, ``checkpoint_dir`` (newest committed),
+        ``export_dir``, ``model_version``/``model_name`` (registry), ``losses`` ({step: loss}), ``eval``
+        (eval.json: final and initial held-out metrics, also flattened as ``eval_*``), ``final_loss``,
+        ``resumed_from``, ``tokens_per_s`` (mean over steps after the first) and ``wall_s``.
+    Raises:
+        ConfigError: an incompatible checkpoint to resume or unusable inputs (before the workers start).
+    """
+    out = Path(cfg.output_dir)
+    ckpt_root = out / "checkpoints"
+    resume_dir = resolve_resume(cfg, ckpt_root)
+    model_dir = resolve_model(cfg.model.pretrained, cfg, "model.pretrained")
+    upstream_uris = {key: _config_value(cfg, key) for key in task.upstream_keys}
+    upstream = {key: resolve_model(uri, cfg, key) for key, uri in upstream_uris.items()}
+    packed = task.data_format == PACKED
+    data = dataset_dir(cfg, task.data_format, None if packed else _tokenizer_of(model_dir))
+    if model_dir is None and not packed:
+        log.warning("model.pretrained is null: %s starts from a randomly initialised model (smoke run only)", cfg.kind)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = pick_tokenizer(model_dir, data, required=not packed)
+    tok_dir = None
+    if tokenizer:  # tokenizer files only (an upstream model dir also holds weights)
+        tok_dir = str(out / "tokenizer")
+        copy_tokenizer(tokenizer, tok_dir)
+    if resume_dir is None:  # a fresh run: forget records of an earlier attempt without checkpoints
+        (out / "steps.jsonl").unlink(missing_ok=True)
+        (out / EVAL_FILE).unlink(missing_ok=True)
+    plan = make_train_plan(cfg)
+    export_dir = str(out / "export") if cfg.trainer.export else None
+    tags = lineage_tags(model=cfg.model.pretrained, **{k.split(".")[-1]: v for k, v in upstream_uris.items()},
+                        dataset=str(data))
+    t0 = time.time()
+    with ray_session(cfg.cluster), job_run(cfg) as tracker:
+        tracker.set_tags({**tags, "topology": f"dp{plan.dp_size}xtp{plan.tp_size}xpp{plan.pp_size}"})
+        tracker.log_dataset(data, "training")
+        tracker.log_params({f"plan.{k}": v for k, v in plan.as_dict().items()})
+        args = WorkerArgs(cfg=cfg, plan=plan, task=task, dataset_dir=str(data), model_dir=model_dir,
+                          tokenizer_dir=tok_dir, upstream=upstream,
+                          resume_dir=str(resume_dir) if resume_dir else None, run_id=tracker.run_id,
+                          extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
+                                       "mlflow_run_id": tracker.run_id, "dataset_dir": str(data)},
+                          export_dir=export_dir, attempt_id=uuid.uuid4().hex)
+        try:
+            fit_worker_group(cfg, train_worker, {"args": args})
+        finally:
+            (ckpt_root / f".started_{args.attempt_id}").unlink(missing_ok=True)
+        version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
+        run_id = tracker.run_id
+    return _result(cfg, out, run_id, export_dir, version, resume_dir, time.time() - t0)
+
+
+def _config_value(cfg: Any, key: str) -> Optional[str]:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _tokenizer_of(model_dir: Optional[str]) -> Optional[str]:
+    return model_dir if has_tokenizer(model_dir) else None
+
+
+def _result(cfg: Any, out: Path, run_id: Optional[str], export_dir: Optional[str], version: Optional[str],
+            resume_dir: Optional[Path], wall_s: float) -> dict[str, Any]:
+    steps = read_steps(str(out))
+    eval_metrics = json.loads((out / EVAL_FILE).read_text()) if (out / EVAL_FILE).exists() else {}
+    ckpt = latest_committed(out / "checkpoints")
+    tps = [s["tokens_per_s"] for k, s in steps.items() if k > 1 and "tokens_per_s" in s]
+    if steps:
+        last = max(steps)
+        ppl = f", eval ppl {eval_metrics['eval_ppl']:.2f}" if "eval_ppl" in eval_metrics else ""
+        print(f"{cfg.kind} finished: step {last}, loss {steps[last]['loss']:.4f}{ppl}; checkpoint {ckpt}; "
+              f"export {export_dir}; MLflow run {run_id}", flush=True)
+    return {"run_id": run_id, "output_dir": str(out), "export_dir": export_dir,
+            "checkpoint_dir": str(ckpt) if ckpt else None, "resumed_from": str(resume_dir) if resume_dir else None,
+            "losses": {k: s["loss"] for k, s in steps.items()}, "eval": eval_metrics, "model_version": version,
+            "model_name": cfg.run_name if version else None,
+            "final_loss": steps[max(steps)]["loss"] if steps else None,
+            "tokens_per_s": sum(tps) / len(tps) if tps else None, "wall_s": wall_s,
+            **{k: v for k, v in eval_metrics.items() if k.startswith("eval_")}}

@@ -9,9 +9,10 @@ A job plugs in two things and gets checkpointing, exact resume, fault injection,
 * an **objective** (:data:`Objective`): ``objective(engine, micro_batch) -> (loss, metrics)`` runs the
   forward pass through the DeepSpeed engine and returns the scalar loss to backpropagate plus any
   floats to log (averaged over micro-batches and dp ranks). :func:`causal_lm_objective` is pretraining's;
-  SFT uses the same with masked labels, a reward model returns its pairwise loss.
+  SFT uses the same with masked labels, a reward model returns its pairwise loss. The objectives and
+  the model of each kind live in the kind's module (``orchestrator/kinds/<kind>.py``).
 
-Usage (inside a worker; see :mod:`orchestrator.training.pretrain_worker` for the full wiring)::
+Usage (inside a worker; see :mod:`orchestrator.training.worker` for the full wiring)::
 
     engine = init_engine(model, cfg, plan)
     ckpts = CheckpointManager(out / "checkpoints", cfg.trainer.keep_checkpoints, rank, world)
@@ -42,6 +43,7 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 import torch
 import torch.distributed as dist
 
+from orchestrator.core.dist import barrier
 from orchestrator.engine.checkpoint import CheckpointManager, step_tag
 from orchestrator.training.metrics import StepLog, grad_norm, mfu
 
@@ -165,20 +167,15 @@ def select_resume(driver_choice: Optional[str], checkpoint_root: str | Path, att
 
     marker = Path(checkpoint_root) / f".started_{attempt_id}"
     restart = marker.exists()
-    _barrier()
+    barrier()
     if rank == 0 and not restart:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text("started\n")
-    _barrier()
+    barrier()
     if restart:
         newest = latest_committed(Path(checkpoint_root))
         return str(newest) if newest else driver_choice
     return driver_choice
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def backfill(sink: MetricsSink, steplog: StepLog, upto_step: int, log_every: int = 1) -> None:
@@ -297,6 +294,26 @@ def evaluate(engine: Any, micro_batches: Iterable[dict[str, torch.Tensor]], obje
     acc = _all_reduce_sum(acc)
     mean = float(acc[0] / acc[1]) if acc[1] > 0 else float("nan")
     return {"eval_loss": mean, "eval_ppl": math.exp(mean) if mean == mean else float("nan")}
+
+
+@torch.no_grad()
+def evaluate_pairs(engine: Any, batches: list[dict[str, torch.Tensor]], objective: Objective,
+                   names: tuple[str, ...], prefix: str = "eval_") -> dict[str, float]:
+    """Pair-weighted means of the objective's loss and ``names`` metrics over held-out preference
+    micro-batches, reduced over ranks (collective: every rank calls it; an empty share adds nothing)."""
+    engine.eval()
+    vec = torch.zeros(len(names) + 1, dtype=torch.float64)
+    for mb in batches:
+        loss, stats = objective(engine, mb)
+        pairs = mb["input_ids"].shape[0] // 2
+        values = {"loss": float(loss), **stats}
+        vec[:-1] += torch.tensor([values[k] * pairs for k in names], dtype=torch.float64)
+        vec[-1] += pairs
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(vec)
+    engine.train()
+    total = float(vec[-1])
+    return {f"{prefix}{k}": float(vec[i]) / total for i, k in enumerate(names)} if total > 0 else {}
 
 
 def read_steps(output_dir: str) -> dict[int, dict[str, float]]:

@@ -12,8 +12,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported anywhe
 
 from pathlib import Path
 
-from orchestrator.config.load import load
-from orchestrator.config.validate import validate
+from orchestrator.kinds import load
+from orchestrator.kinds import validate
 
 SFT_STEPS = 400
 HELD_OUT_PROMPTS_SEED = 4242
@@ -28,7 +28,7 @@ def job_cfg(kind: str, ws: Path, run_name: str, *extra: str):
 def build_sft_policy(ws: Path) -> tuple[str, dict]:
     """Export dir of the session's SFT policy (trained once with packing and MLflow tracking; reused when
     already exported). ``ws/sft`` holds its eval.json, steps.jsonl and tracking.json."""
-    from orchestrator.training.posttrain import run_sft
+    from orchestrator.kinds.sft import run as run_sft
 
     export = ws / "sft" / "export"
     if (export / "config.json").is_file():
@@ -41,7 +41,7 @@ def build_sft_policy(ws: Path) -> tuple[str, dict]:
 
 
 def held_out_prompts(n: int = 128) -> list[str]:
-    from orchestrator.rlhf.task import prompt_records
+    from orchestrator.data.task import prompt_records
 
     return [r["prompt"] for r in prompt_records(n, HELD_OUT_PROMPTS_SEED)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 from orchestrator.runtime import jobs_api
 
 REPO = Path(__file__).resolve().parents[2]

@@ -146,7 +146,7 @@ def test_every_cluster_definition_has_a_scheduler_preset(name):
 
 
 def test_rayjob_entrypoint_composes_to_the_gpu_node_preset(monkeypatch):
-    from orchestrator.config.load import load
+    from orchestrator.kinds import load
 
     job = next(d for _, d in all_manifests() if d["kind"] == "RayJob")
     argv = shlex.split(job["spec"]["entrypoint"])

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 from tests.conftest import REPO, orchestrator_cmd
 
 NUM_DOCS = 300

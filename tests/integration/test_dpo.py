@@ -16,7 +16,7 @@ def ray_local():
 
 
 def test_dpo_raises_held_out_margin(ray_local, tmp_path_factory, tmp_path):
-    from orchestrator.rlhf.jobs import run_dpo
+    from orchestrator.kinds.dpo import run as run_dpo
 
     policy = build_sft_policy(tmp_path_factory.getbasetemp() / "rlhf_shared")[0]
     cfg = job_cfg("dpo", tmp_path, "dpo", f"model.pretrained={policy}", "dpo.beta=0.5", "trainer.max_steps=60",

@@ -47,7 +47,7 @@ def test_ppo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, shar
     from mlflow import MlflowClient
 
     from orchestrator.rlhf.evaluate import mean_reward
-    from orchestrator.rlhf.jobs import run_ppo
+    from orchestrator.kinds.ppo import run as run_ppo
     from orchestrator.training.loop import read_steps
 
     steps = 20
@@ -77,7 +77,7 @@ def test_ppo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, shar
 
 
 def test_ppo_resume_and_role_recovery_reproduce_uninterrupted_run(ray_local, sft_policy, tmp_path):
-    from orchestrator.rlhf.jobs import run_ppo
+    from orchestrator.kinds.ppo import run as run_ppo
     from orchestrator.training.loop import read_steps
 
     common = ("trainer.max_steps=6", "trainer.save_every=3", "tracking.enabled=false", "ppo.kl_controller=adaptive",

@@ -32,7 +32,7 @@ def synthetic_minibatch(B: int = 8, P: int = 4, R: int = 5, seed: int = 0) -> di
 
 def _train_once(rank: int, world: int, port: int, model_dir: str, queue) -> None:
     os.environ.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
-    from orchestrator.config.load import load
+    from orchestrator.kinds import load
     from orchestrator.rlhf.roles import PolicyRole
     from orchestrator.rlhf.rollout import shard_rows
 
@@ -47,7 +47,7 @@ def _train_once(rank: int, world: int, port: int, model_dir: str, queue) -> None
 
 def run_groups(worlds: tuple[int, ...], model_dir: str) -> dict[int, list]:
     """Run one process group per world size, all at the same time (imports dominate the cost)."""
-    from orchestrator.rlhf.roles import free_port
+    from orchestrator.core.dist import free_port
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

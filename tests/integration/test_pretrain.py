@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(ray_local, ws):
-    from orchestrator.training.jobs import run_pretrain
+    from orchestrator.kinds.pretrain import run as run_pretrain
 
     return {s: run_pretrain(load("pretrain", overrides(ws, f"ref_z{s}", s))) for s in STAGES}
 
@@ -65,7 +65,7 @@ def reference(ray_local, ws):
 @pytest.fixture(scope="module")
 def faulted(ray_local, ws):
     """{stage: (first attempt's run id, result of the resumed job)}."""
-    from orchestrator.training.jobs import run_pretrain
+    from orchestrator.kinds.pretrain import run as run_pretrain
 
     out = {}
     for s in STAGES:
@@ -150,14 +150,14 @@ def test_export_loads_in_plain_transformers_and_matches_eval(reference, ws, stag
 
     from orchestrator.data.shards import PackedDataset
     from orchestrator.training.data import eval_block_indices
-    from orchestrator.training.jobs import resolve_dataset
+    from orchestrator.training.inputs import dataset_dir
     from orchestrator.training.sampler import split_heldout
 
     res = reference[stage]
     cfg = load("pretrain", overrides(ws, f"ref_z{stage}", stage))
     model = AutoModelForCausalLM.from_pretrained(res["export_dir"]).eval()
     tok = AutoTokenizer.from_pretrained(res["export_dir"])
-    ds = PackedDataset(resolve_dataset(cfg))
+    ds = PackedDataset(dataset_dir(cfg, "pretrain", None))
     _, eval_idx = split_heldout(len(ds), cfg.data.eval_fraction, ds.digest)
     blocks = eval_block_indices(eval_idx, micro_batch=1, dp_size=2, num_batches=cfg.trainer.eval_batches)
     with torch.no_grad():
@@ -172,7 +172,7 @@ def test_export_loads_in_plain_transformers_and_matches_eval(reference, ws, stag
 
 
 def test_resume_refuses_a_shape_change(reference, ws):
-    from orchestrator.training.jobs import run_pretrain
+    from orchestrator.kinds.pretrain import run as run_pretrain
 
     cfg = load("pretrain", overrides(ws, "ref_z2", 2, "model.hidden_size=32"))
     with pytest.raises(ConfigError) as err:
@@ -185,14 +185,10 @@ def test_resume_refuses_a_shape_change(reference, ws):
 
 
 def test_unsupported_parallelism_is_refused_by_name():
-    """Jobs without tensor/pipeline-parallel workers refuse tp/pp > 1 before Ray starts."""
-    from orchestrator.training.driver import refuse_unsupported_parallelism
-
-    cfg = load("sft", ["parallel.pipeline_parallel=2", "parallel.zero_stage=1"])  # sft runs TP, not PP
+    """Jobs without tensor/pipeline-parallel workers refuse tp/pp > 1 when the config loads (before Ray)."""
     with pytest.raises(ConfigError) as err:
-        refuse_unsupported_parallelism(cfg, "sft")
+        load("sft", ["parallel.pipeline_parallel=2", "parallel.zero_stage=1"])  # sft runs TP, not PP
     assert err.value.key == "parallel.pipeline_parallel"
-    cfg = load("reward_model", ["parallel.tensor_parallel=2"])
     with pytest.raises(ConfigError) as err:
-        refuse_unsupported_parallelism(cfg, "reward_model")
+        load("reward_model", ["parallel.tensor_parallel=2"])
     assert err.value.key == "parallel.tensor_parallel"

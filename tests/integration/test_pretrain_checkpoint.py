@@ -9,7 +9,7 @@ import socket
 import pytest
 import torch
 
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 from orchestrator.config.plan import make_train_plan
 from orchestrator.engine import checkpoint as ck
 

@@ -28,7 +28,7 @@ def reward_model(sft_policy, tmp_path_factory):
     """Trained from the SFT policy as registered in MLflow (``models:/sft/<version>``), in the same store."""
     from mlflow import MlflowClient
 
-    from orchestrator.training.posttrain import run_reward_model
+    from orchestrator.kinds.reward_model import run as run_reward_model
 
     state = json.loads((Path(sft_policy).parent / "tracking.json").read_text())
     version = max(int(v.version) for v in MlflowClient(state["tracking_uri"]).search_model_versions("name='sft'"))
@@ -63,7 +63,7 @@ def test_reward_model_records_its_upstream_lineage(reward_model):
 
 
 def test_ppo_scores_with_the_trained_reward_model(reward_model, sft_policy, tmp_path):
-    from orchestrator.rlhf.jobs import run_ppo
+    from orchestrator.kinds.ppo import run as run_ppo
     from orchestrator.training.loop import read_steps
 
     cfg = job_cfg("ppo", tmp_path, "ppo_rm", f"model.pretrained={sft_policy}",

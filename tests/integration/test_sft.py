@@ -23,7 +23,7 @@ def sft(tmp_path_factory):
 
 def test_sft_policy_learns_the_task_format(sft):
     from orchestrator.rlhf.evaluate import sample_responses
-    from orchestrator.rlhf.task import ALL_WORDS, MAX_K
+    from orchestrator.data.task import ALL_WORDS, MAX_K
 
     ev = json.loads((sft.parent / "eval.json").read_text())
     assert ev["eval_loss"] < 0.5 * ev["initial_eval_loss"], ev  # held-out response-token NLL
@@ -56,7 +56,7 @@ def test_sft_with_lora_trains_adapters_and_exports_merged_weights(sft, tmp_path)
     from safetensors.torch import load_file
 
     from tests.integration.rlhf_helpers import job_cfg, ray_local_session
-    from orchestrator.training.posttrain import run_sft
+    from orchestrator.kinds.sft import run as run_sft
 
     cfg = job_cfg("sft", tmp_path, "sft_lora", f"model.pretrained={sft}", "sft.lora_rank=4", "trainer.max_steps=10",
                   "trainer.global_batch_size=16", "parallel.micro_batch_size=8", "trainer.save_every=0",

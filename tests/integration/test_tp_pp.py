@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported anywhe
 import pytest
 import torch
 
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(ray_local, ws):
-    from orchestrator.training.jobs import run_pretrain
+    from orchestrator.kinds.pretrain import run as run_pretrain
 
     out = {name: run_pretrain(load("pretrain", overrides(ws, name, *extra))) for name, extra in TOPOLOGIES.items()}
     for name in ("tp2", "pp2"):
@@ -142,7 +142,7 @@ def test_mlflow_has_topology_and_stage_timings(runs, ws):
 @pytest.fixture(scope="module")
 def sft_runs(ray_local, ws):
     """SFT (loss on response tokens, packed examples) from scratch: one worker vs tensor_parallel=2 (ZeRO-1)."""
-    from orchestrator.training.posttrain import run_sft
+    from orchestrator.kinds.sft import run as run_sft
 
     common = [f"workspace={ws}", "trainer.max_steps=10", "trainer.global_batch_size=4", "trainer.save_every=0",
               "trainer.eval_batches=2", "sft.packing=true"]

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from orchestrator import JOB_KINDS
+from orchestrator import kinds
 from orchestrator.config import ConfigError
-from orchestrator.config.load import conf_dir, load
+from orchestrator.config.load import conf_dir
+from orchestrator.kinds import load
 from orchestrator.config.plan import make_train_plan, model_state_bytes_per_param
 from tests.conftest import REPO, orchestrator_cmd
 
@@ -23,7 +24,7 @@ def presets(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("kind", JOB_KINDS)
+@pytest.mark.parametrize("kind", kinds.names())
 def test_every_primary_config_composes(kind):
     cfg = load(kind)
     assert cfg.kind == kind
@@ -152,7 +153,7 @@ def test_plan_numbers():
 
 
 def test_data_prep_plan_lsh_curve_and_bucket_size():
-    from orchestrator.config.plan import make_plan
+    from orchestrator.kinds import plan as make_plan
 
     plan = make_plan(load("data_prep", ["data.minhash.num_bands=20", "data.minhash.rows_per_band=5"]))
     assert plan["minhash_permutations"] == 100

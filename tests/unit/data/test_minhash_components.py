@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.config.plan import lsh_detection_curve
+from orchestrator.kinds.data_prep import lsh_detection_curve
 from orchestrator.data.components import connected_components_local, large_star, normalize_edges, small_star
 from orchestrator.data.minhash import (band_keys, detection_probability, estimated_jaccard, first_occurrences,
                                        jaccard, make_permutations, shingles, signature, verify_bucket_members,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from orchestrator.config import ConfigError
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 from orchestrator.engine import checkpoint as ck
 from orchestrator.engine.resume import check_compatible, resolve_resume, shape_fingerprint
 

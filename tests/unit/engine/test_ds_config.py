@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 from orchestrator.config.plan import make_train_plan
 from orchestrator.engine.ds_config import build_ds_config
 from orchestrator.engine.optim import lr_factor, param_groups

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 from orchestrator.config.plan import make_train_plan
 from orchestrator.engine.ds_config import build_ds_config
 
@@ -109,16 +109,13 @@ def test_sft_keeps_the_output_head_whole_under_tensor_parallelism():
 ])
 def test_jobs_without_tp_or_pp_workers_refuse_them_before_ray(kind, overrides, key):
     from orchestrator.config import ConfigError
-    from orchestrator.training.driver import refuse_unsupported_parallelism
 
     with pytest.raises(ConfigError) as err:
-        refuse_unsupported_parallelism(load(kind, overrides), kind)
+        load(kind, overrides)  # the kind's spec is checked when the config loads, as for run and submit
     assert err.value.key == key
 
 
 def test_pretrain_and_sft_accept_tensor_parallelism():
-    from orchestrator.training.driver import refuse_unsupported_parallelism
-
     for kind in ("pretrain", "sft"):
-        refuse_unsupported_parallelism(load(kind, ["parallel=tp2"]), kind)
-    refuse_unsupported_parallelism(load("pretrain", ["parallel=pp2"]), "pretrain")
+        assert load(kind, ["parallel=tp2"]).parallel.tensor_parallel == 2
+    assert load("pretrain", ["parallel=pp2"]).parallel.pipeline_parallel == 2

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 from orchestrator.data.shards import write_packed_dataset, write_records_dataset
 from orchestrator.pipeline.markers import read_valid_marker, tree_digest, write_marker
 from orchestrator.pipeline.runner import stage_config
 from orchestrator.pipeline.summary import format_summary, key_metric, mlflow_ui_hint
-from orchestrator.pipeline.wiring import stage_outputs, upstream_model_tag, wiring_overrides
+from orchestrator import kinds
+from orchestrator.kinds.pipeline import Kinds
+from orchestrator.pipeline.wiring import upstream_model_tag, wiring_overrides
 
 
 def test_marker_valid_only_for_same_config_and_untouched_outputs(tmp_path):
@@ -31,17 +33,18 @@ def test_wiring_by_kind_and_dataset_format(tmp_path):
     write_packed_dataset(pre, [np.zeros((1, 8), dtype=np.int64)], seq_len=8, vocab_size=16, eos_token_id=0)
     prefs = tmp_path / "prefs"
     write_records_dataset(prefs, "preference", [{"id": "1", "prompt": "p", "chosen": "a", "rejected": "b"}])
-    dp = {"outputs": stage_outputs("data_prep", {"dataset_dir": str(pre)}, "x"), "result": {}}
+    dp = {"outputs": kinds.get("data_prep").outputs({"dataset_dir": str(pre)}, "x"), "result": {}}
     dp_pref = {"outputs": {"dataset": str(prefs)}, "result": {}}
-    pt = {"outputs": stage_outputs("pretrain", {"export_dir": "/m/pt"}, "x"),
+    pt = {"outputs": kinds.get("pretrain").outputs({"export_dir": "/m/pt"}, "x"),
           "result": {"model_name": "pretrain", "model_version": "3"}}
     rm = {"outputs": {"model": "/m/rm"}, "result": {"model_name": "rm", "model_version": "1"}}
-    assert wiring_overrides("pretrain", [("data_prep", dp)]) == [f"data.path={pre}"]
-    assert wiring_overrides("sft", [("data_prep", dp), ("pretrain", pt)]) == ["model.pretrained=/m/pt"]
-    assert wiring_overrides("reward_model", [("data_prep", dp_pref)]) == [f"data.path={prefs}"]
-    assert wiring_overrides("ppo", [("pretrain", pt), ("reward_model", rm)]) == [
+    k = kinds.get
+    assert wiring_overrides(k("pretrain"), [(k("data_prep"), dp)]) == [f"data.path={pre}"]
+    assert wiring_overrides(k("sft"), [(k("data_prep"), dp), (k("pretrain"), pt)]) == ["model.pretrained=/m/pt"]
+    assert wiring_overrides(k("reward_model"), [(k("data_prep"), dp_pref)]) == [f"data.path={prefs}"]
+    assert wiring_overrides(k("ppo"), [(k("pretrain"), pt), (k("reward_model"), rm)]) == [
         "model.pretrained=/m/pt", "ppo.reward_model=/m/rm"]
-    tags = upstream_model_tag([("data_prep", dp), ("pretrain", pt), ("reward_model", rm)])
+    tags = upstream_model_tag([(k("data_prep"), dp), (k("pretrain"), pt), (k("reward_model"), rm)])
     assert tags["upstream_model"] == "pretrain/3" and tags["upstream_reward_model"] == "rm/1"
     assert len(tags["upstream_dataset_digest"]) == 64
 
@@ -49,19 +52,19 @@ def test_wiring_by_kind_and_dataset_format(tmp_path):
 def test_stage_config_inherits_pipeline_settings(tmp_path):
     cfg = load("pipeline", [f"workspace={tmp_path}", "cluster.num_workers=1"])
     pre = next(s for s in cfg.pipeline.stages if s.kind == "pretrain")
-    sc = stage_config(cfg, pre, ["trainer.max_steps=3"], parent_run_id="abc", tags={"upstream_model": "x/1"})
+    sc = stage_config(cfg, pre, ["trainer.max_steps=3"], Kinds, parent_run_id="abc", tags={"upstream_model": "x/1"})
     assert sc.output_dir == f"{cfg.output_dir}/pretrain" and sc.cluster.num_workers == 1
     assert sc.run_name == "pipeline-default-pretrain"
     assert sc.tracking.uri == cfg.tracking.uri and sc.tracking.parent_run_id == "abc"
     assert sc.tracking.tags["pipeline"] == "default" and sc.trainer.max_steps == 3
     with pytest.raises(ConfigError):
-        stage_config(cfg, pre, ["parallel.zero_stage=9"])
+        stage_config(cfg, pre, ["parallel.zero_stage=9"], Kinds)
 
 
 def test_summary_and_hint():
     s = {"pipeline": "default", "run_id": "r", "duration_s": 3.0, "stages": [
         {"stage": "pretrain", "kind": "pretrain", "status": "FINISHED", "duration_s": 2.0,
-         "key_metric": key_metric("pretrain", {"metrics": {"eval_loss": 2.5}}), "model_version": "pretrain/1"}]}
+         "key_metric": key_metric(kinds.get("pretrain").key_metrics, {"metrics": {"eval_loss": 2.5}}), "model_version": "pretrain/1"}]}
     text = format_summary(s)
     assert "eval_loss=2.5" in text and "pretrain/1" in text and "FINISHED" in text
     assert mlflow_ui_hint("sqlite:////x/mlflow.db").startswith("Open the MLflow UI:  mlflow ui --backend-store-uri sqlite:////x")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import ConfigError
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 
 
 @pytest.mark.parametrize("kind,overrides,key", [
-    ("ppo", ["parallel=zero3"], "parallel"),
+    ("ppo", ["parallel=zero3"], "parallel.zero_stage"),
+    ("ppo", ["parallel=tp2"], "parallel.tensor_parallel"),
     ("ppo", ["ppo.minibatch_size=5"], "ppo.minibatch_size"),
     ("ppo", ["ppo.minibatch_size=16", "parallel.micro_batch_size=3"], "ppo.minibatch_size"),
     ("ppo", ["ppo.minibatch_size=16", "parallel.micro_batch_size=4", "ppo.critic.num_workers=3"], "ppo.minibatch_size"),
@@ -41,7 +42,7 @@ def test_ppo_defaults_are_explicit_and_consistent():
 
 
 def test_ppo_dry_run_plan_shows_roles_and_update_arithmetic():
-    from orchestrator.config.plan import make_plan
+    from orchestrator.kinds import plan as make_plan
 
     plan = make_plan(load("ppo", ["trainer.max_steps=10", "ppo.actor.num_workers=2"]))
     assert plan["roles"]["actor"]["num_workers"] == 2 and plan["placement_strategy"] == "STRICT_PACK"

@@ -8,8 +8,9 @@ import torch
 
 from orchestrator.config.model import ModelConfig
 from orchestrator.models.build import build_causal_lm
-from orchestrator.rlhf import task
-from orchestrator.rlhf.batches import encode_pair, left_pad_prompts, pack_batch, pad_batch, token_logprobs
+from orchestrator.data import task
+from orchestrator.rlhf.batches import left_pad_prompts, token_logprobs
+from orchestrator.training.records import encode_pair, pack_batch, pad_batch
 from orchestrator.rlhf.rollout import (
     make_experience,
     minibatch_indices,
@@ -82,8 +83,8 @@ def test_packing_has_no_cross_example_leakage(tok, model):
 
 
 def test_sft_source_loss_is_global_token_mean_for_any_micro_batching(tok, model):
-    from orchestrator.rlhf.objectives import sft_objective
-    from orchestrator.rlhf.sources import RecordsBatchSource, encode_records
+    from orchestrator.kinds.sft import sft_objective
+    from orchestrator.training.records import RecordsBatchSource, encode_records
     from orchestrator.training.sampler import StepSampler
 
     enc = encode_records(tok, task.sft_records(16, 5), "sft", 64, 48)
@@ -149,7 +150,7 @@ def test_scalar_head_roundtrip_and_last_token(tmp_path, model):
 
 
 def test_role_bundles_colocated_and_spread():
-    from orchestrator.config.load import load
+    from orchestrator.kinds import load
     from orchestrator.rlhf.placement import bundles_for
 
     cfg = load("ppo", ["ppo.actor.num_workers=2", "ppo.reward.num_cpus=0.5"])

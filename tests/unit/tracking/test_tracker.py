@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.config.load import load
+from orchestrator.kinds import load
 from orchestrator.data.shards import write_packed_dataset
 from orchestrator.tracking import JobTracker, MetricsLogger
 from orchestrator.tracking.lineage import resolve_model_uri

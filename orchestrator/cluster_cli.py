@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
+from orchestrator import kinds
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.redact import redact_value
 from orchestrator.runtime import jobs_api
@@ -41,15 +42,13 @@ def cmd_submit(argv: Sequence[str]) -> int:
 
 
 def _submit(kind: str, overrides: Sequence[str], address: Optional[str], wait_run: float, verb: str) -> int:
-    from orchestrator.config.load import load
-
-    cfg = load(kind, overrides)  # the same validation as `orchestrator run`, before anything is sent
+    cfg = kinds.load(kind, overrides)  # the same validation as `orchestrator run`, before anything is sent
     if cfg.dry_run:
         raise ConfigError("dry_run", "a dry run starts nothing on a cluster",
                           "use `orchestrator run <kind> dry_run=true` locally, or drop dry_run")
     address = jobs_api.resolve_address(address, cfg)
     client = jobs_api.connect(address)
-    sub = jobs_api.submit(cfg, overrides, address, client=client)
+    sub = jobs_api.submit(cfg, overrides, address, kinds.load, client=client)
     print(f"{verb} {kind} as job {sub.job_id} on {address}")
     print(f"job: {sub.job_id}")
     print(f"follow: orchestrator logs {sub.job_id} --follow --address {address}")

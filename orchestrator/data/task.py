@@ -149,7 +149,7 @@ def ensure_task_dataset(workspace: str | Path, fmt: str, num_records: int = 2000
         else:
             tok = train_bpe_tokenizer(list(tokenizer_corpus()) * 4, vocab_size, tmp / "tokenizer_src")
         write_records_dataset(tmp, fmt, records(fmt, num_records, seed), tokenizer_dir=tok,
-                              source={"generator": "orchestrator.rlhf.task", "seed": seed})
+                              source={"generator": "orchestrator.data.task", "seed": seed})
         shutil.rmtree(tmp / "tokenizer_src", ignore_errors=True)
         try:
             os.rename(tmp, target)

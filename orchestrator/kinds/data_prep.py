@@ -1,0 +1,81 @@
+"""``data_prep``: raw text to a deduplicated, filtered, tokenized dataset on Ray Data.
+
+Steps, outputs and thresholds: :mod:`orchestrator.data.job` and ``orchestrator/config/data_prep.py``.
+Output ``dataset`` (``<output_dir>/dataset``: manifest + digest) is wired into downstream training stages
+whose data format matches ``data.format``.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from orchestrator.config.data_prep import DataPrepDataConfig
+from orchestrator.config.errors import require
+from orchestrator.config.jobs import JobConfig
+from orchestrator.core.files import is_remote_uri
+from orchestrator.data.shards import MANIFEST
+from orchestrator.kinds.registry import KindSpec
+
+
+@dataclass
+class DataPrepConfig(JobConfig):
+    kind: str = "data_prep"
+    data: DataPrepDataConfig = field(default_factory=DataPrepDataConfig)
+    """Input, filters, dedup, tokenizer and packing."""
+
+
+def check(cfg: DataPrepConfig) -> None:
+    d = cfg.data
+    if d.input is not None and not is_remote_uri(d.input):
+        require(bool(glob.glob(d.input)) or Path(d.input).exists(), "data.input",
+                f"{d.input!r} matches no file", "give an existing file, directory or glob")
+    if d.tokenizer_path is not None:
+        require(Path(d.tokenizer_path).is_dir(), "data.tokenizer_path", f"{d.tokenizer_path!r} is not a directory",
+                "point to a tokenizer directory or leave it null to train one")
+
+
+def lsh_detection_curve(num_bands: int, rows_per_band: int,
+                        points: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> dict[float, float]:
+    """P(a pair becomes an LSH candidate | Jaccard s) = 1 - (1 - s^r)^b."""
+    return {s: round(1 - (1 - s**rows_per_band) ** num_bands, 4) for s in points}
+
+
+def plan(cfg: DataPrepConfig) -> dict[str, Any]:
+    from orchestrator.data.dedup import near_row_bytes
+
+    mh = cfg.data.minhash
+    doc_bytes = mh.num_bands * near_row_bytes(mh.num_bands, mh.rows_per_band)
+    return {
+        "minhash_permutations": mh.num_bands * mh.rows_per_band,
+        "lsh_threshold_estimate": round((1 / mh.num_bands) ** (1 / mh.rows_per_band), 4),
+        "lsh_detection_probability": lsh_detection_curve(mh.num_bands, mh.rows_per_band),
+        # one near-dedup reduce task holds one bucket: this many documents' band rows
+        "near_dedup_shuffle_bytes_per_doc": doc_bytes,
+        "near_dedup_docs_per_bucket": ("fixed: data.shuffle_partitions" if cfg.data.shuffle_partitions
+                                       else (cfg.data.shuffle_partition_mb << 20) // doc_bytes),
+        "workers": cfg.cluster.num_workers,
+    }
+
+
+def run(cfg: DataPrepConfig) -> Mapping[str, Any]:
+    from orchestrator.data.job import run_data_prep
+
+    return run_data_prep(cfg)
+
+
+def outputs(result: Mapping[str, Any], output_dir: str) -> dict[str, str]:
+    """``dataset``: the directory holding the manifest."""
+    path = result.get("dataset_dir") or result.get("output_dir") or str(Path(output_dir) / "dataset")
+    if not (Path(path) / MANIFEST).exists() and (Path(path) / "dataset" / MANIFEST).exists():
+        path = str(Path(path) / "dataset")
+    return {"dataset": str(path)}
+
+
+SPEC = KindSpec(
+    name="data_prep", config=DataPrepConfig, run=run, check=check, plan=plan, outputs=outputs,
+    summary="filter, deduplicate, tokenize and pack raw text (Ray Data)",
+    key_metrics=("docs_kept", "num_kept", "num_blocks"),
+)

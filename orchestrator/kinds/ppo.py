@@ -1,0 +1,100 @@
+"""``ppo``: RLHF with PPO; actor, critic, reference and reward as Ray role actors in one placement group.
+
+The controller is :class:`orchestrator.rlhf.ppo.PPOController`; the math is in
+``orchestrator/rlhf/{advantages,losses,kl}.py``; every default and its reason is in
+``orchestrator/config/rlhf.py``. Reads ``data.path`` of format ``prompts`` (or sft/preference records'
+prompts; the demo task when null); takes ``model.pretrained`` and ``ppo.reward_model`` from upstream
+stages; output ``model`` (the actor's export).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from orchestrator.config.errors import ConfigError
+from orchestrator.config.jobs import TrainJobConfig
+from orchestrator.config.rlhf import PPOOptions
+from orchestrator.kinds.registry import KindSpec, model_output
+from orchestrator.rlhf.plan import ppo_plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PPOConfig(TrainJobConfig):
+    kind: str = "ppo"
+    ppo: PPOOptions = field(default_factory=PPOOptions)
+    """PPO options."""
+
+
+def check(cfg: PPOConfig) -> None:
+    """PPO-specific checks (the generic ones ran before)."""
+    p = cfg.ppo
+    if cfg.parallel.zero_stage == 3:
+        raise ConfigError("parallel.zero_stage", "PPO roles generate with the HF model, which needs whole (not "
+                          "ZeRO-3 partitioned) weights in each actor", "use parallel=zero0, zero1 or zero2 for ppo")
+    for role in ("actor", "critic"):
+        n = getattr(p, role).num_workers
+        if p.minibatch_size % (cfg.parallel.micro_batch_size * n):
+            raise ConfigError("ppo.minibatch_size", f"{p.minibatch_size} is not divisible by parallel.micro_batch_size"
+                              f" * ppo.{role}.num_workers = {cfg.parallel.micro_batch_size * n}",
+                              "pick a minibatch size divisible by micro_batch_size times the role size")
+    if cfg.model.seq_len <= p.max_new_tokens:
+        raise ConfigError("ppo.max_new_tokens", f"{p.max_new_tokens} leaves no room for the prompt in "
+                          f"model.seq_len={cfg.model.seq_len}", "lower ppo.max_new_tokens or raise model.seq_len")
+
+
+def plan(cfg: PPOConfig) -> dict[str, Any]:
+    return {"model_params": cfg.model.num_params(), **ppo_plan(cfg)}
+
+
+def run(cfg: PPOConfig) -> Mapping[str, Any]:
+    """Returns run id, output/export dirs, the registered version and the final step's metrics."""
+    from orchestrator.core.files import has_tokenizer
+    from orchestrator.data.shards import read_records
+    from orchestrator.rlhf.ppo import PPOController
+    from orchestrator.runtime.ray_runtime import ray_session, worker_env
+    from orchestrator.tracking import job_run, lineage_tags
+    from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = resolve_model(cfg.model.pretrained, cfg, "model.pretrained")
+    reward = resolve_model(cfg.ppo.reward_model, cfg, "ppo.reward_model")
+    critic = resolve_model(cfg.ppo.critic_init, cfg, "ppo.critic_init") or reward or policy
+    data = dataset_dir(cfg, "prompts", policy if has_tokenizer(policy) else None)
+    tokenizer = pick_tokenizer(policy, data)
+    if policy is None:
+        log.warning("model.pretrained is null: PPO starts from a randomly initialised policy (smoke run only)")
+        policy = init_model_dir(cfg, tokenizer)
+        critic = critic or policy
+    prompts = [r["prompt"] for r in read_records(data)]
+    tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.ppo.reward_model,
+                        reward_fn=None if cfg.ppo.reward_model else cfg.ppo.reward_fn, dataset=str(data))
+    with job_run(cfg) as tracker, ray_session(cfg.cluster):
+        tracker.set_tags(tags)
+        tracker.log_dataset(data, "train")
+        ctl = PPOController(cfg, policy_dir=policy, critic_dir=critic or policy, reward_dir=reward,
+                            tokenizer_dir=tokenizer, prompts=prompts, tracker=tracker, env=worker_env(cfg.cluster))
+        try:
+            summary = ctl.run()
+            export_dir = ctl.export(out / "export") if cfg.trainer.export else None
+            fingerprint = ctl.fingerprints()["actor"]
+        finally:
+            ctl.stop_roles()
+        version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
+        return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,
+                "model_version": version, "model_name": cfg.run_name if version else None,
+                "actor_fingerprint": fingerprint, "metrics": summary["last_metrics"],
+                "final_reward_mean": summary["last_metrics"].get("reward_mean"), **summary}
+
+
+SPEC = KindSpec(
+    name="ppo", config=PPOConfig, run=run, check=check, plan=plan, outputs=model_output, data_format="prompts",
+    summary="RLHF with PPO: actor, critic, reference and reward as Ray role actors",
+    model_inputs={"reward_model": "ppo.reward_model", "*": "model.pretrained"},
+    key_metrics=("reward_mean", "final_reward_mean", "reward", "kl"),
+)

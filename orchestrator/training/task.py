@@ -1,0 +1,83 @@
+"""What a training kind plugs into the shared driver and worker: a :class:`TrainTask`.
+
+The driver (:mod:`.driver`) and the worker (:mod:`.worker`) own everything the kinds share: inputs,
+the MLflow run, the Ray Train worker group, the DeepSpeed engine, checkpoints, exact resume, recovery,
+metrics, eval files and the Hugging Face export. A kind's task supplies only what differs: the model,
+the objective, how held-out batches are scored, extra metrics and (when it is not a plain causal LM)
+the export. Tasks are pickled to the workers, so they hold no state beyond their class.
+
+This module is imported by the kind modules during validation and dry runs: it imports neither torch
+nor Ray; the defaults below import what they use when a worker calls them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+Objective = Callable[[Any, dict], tuple[Any, dict]]
+"""``objective(engine, micro_batch) -> (loss tensor, {metric: float})`` (see :mod:`.loop`)."""
+
+
+@dataclass
+class WorkerContext:
+    """What one worker knows while it builds its task's pieces."""
+
+    cfg: Any
+    plan: Any
+    rank: int
+    dp_rank: int
+    model_dir: Optional[str]
+    """Local HF directory of ``model.pretrained`` (None: random init from ``model.*``)."""
+    tokenizer_dir: Optional[str]
+    special_ids: dict[str, Optional[int]]
+    """pad/bos/eos token ids of the job's tokenizer (or the packed dataset's manifest)."""
+    upstream: dict[str, Optional[str]] = field(default_factory=dict)
+    """Further local model directories the task asked for (:attr:`TrainTask.upstream_keys`)."""
+    tokenizer: Any = None
+    """The loaded tokenizer (records formats only)."""
+    encoded: Any = None
+    """The tokenized records (records formats only)."""
+
+
+class TrainTask:
+    """Defaults: a causal LM trained on records of :attr:`data_format`, exported as a plain HF model."""
+
+    data_format: str = "sft"
+    """Dataset format read from ``data.path``: ``pretrain`` (packed blocks) or a records format."""
+    initial_eval: bool = True
+    """Score the held-out set before the first step too (``initial_*`` in eval.json)."""
+    upstream_keys: tuple[str, ...] = ()
+    """Config keys of further upstream models the driver resolves (e.g. ``dpo.reference``)."""
+
+    def max_prompt_tokens(self, cfg: Any) -> int:
+        """Prompt tokens kept (left-truncated) when records are encoded."""
+        return cfg.model.seq_len // 2
+
+    def build_model(self, ctx: WorkerContext) -> Any:
+        """The module the engine trains: ``model.*`` from ``ctx.model_dir`` weights (or random init)."""
+        from orchestrator.models.build import build_causal_lm
+
+        model_cfg = ctx.cfg.model if ctx.model_dir else dataclasses.replace(ctx.cfg.model, pretrained=None)
+        return build_causal_lm(model_cfg, ctx.cfg.trainer.seed, special_ids=ctx.special_ids,
+                               local_pretrained_dir=ctx.model_dir)
+
+    def objective(self, ctx: WorkerContext) -> Objective:
+        raise NotImplementedError
+
+    def evaluate(self, engine: Any, batches: list, objective: Objective, source: Any) -> dict[str, float]:
+        """Held-out metrics (collective over ranks): token-weighted loss and perplexity by default."""
+        from orchestrator.training.loop import evaluate
+
+        return evaluate(engine, batches, objective, source.num_tokens)
+
+    def final_metrics(self, engine: Any, source: Any, ctx: WorkerContext) -> dict[str, float]:
+        """Extra metrics computed once after training (stored in eval.json and the export)."""
+        return {}
+
+    def export(self, engine: Any, ctx: WorkerContext, export_dir: str, final: dict[str, float]) -> None:
+        """Collective: write the Hugging Face directory (rank 0), tokenizer included."""
+        from orchestrator.engine.export import export_hf
+
+        export_hf(engine, export_dir, rank=ctx.rank, tokenizer_dir=ctx.tokenizer_dir)
