@@ -44,17 +44,3 @@ def held_out_prompts(n: int = 128) -> list[str]:
     from orchestrator.data.task import prompt_records
 
     return [r["prompt"] for r in prompt_records(n, HELD_OUT_PROMPTS_SEED)]
-
-
-def ray_local_session():
-    """Context manager: a private local Ray with 2 CPUs (or the one already running in this process)."""
-    import contextlib
-
-    import ray
-
-    from orchestrator.config.cluster import ClusterConfig
-    from orchestrator.runtime.ray_runtime import ray_session
-
-    if ray.is_initialized():
-        return contextlib.nullcontext()
-    return ray_session(ClusterConfig(num_workers=2, num_cpus=2))

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from tests.integration.rlhf_helpers import build_sft_policy, job_cfg, ray_local_session
+from tests.integration.rlhf_helpers import build_sft_policy, job_cfg
 
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_local_session():
-        yield
 
 
 def test_dpo_raises_held_out_margin(ray_local, tmp_path_factory, tmp_path):

@@ -12,7 +12,7 @@ import math
 import shutil
 from pathlib import Path
 
-from tests.integration.rlhf_helpers import build_sft_policy, held_out_prompts, job_cfg, ray_local_session
+from tests.integration.rlhf_helpers import build_sft_policy, held_out_prompts, job_cfg
 
 import pytest
 
@@ -20,12 +20,6 @@ pytestmark = pytest.mark.slow
 
 PPO_METRICS = ("reward_mean", "reward_std", "kl", "beta", "policy_loss", "value_loss", "clip_frac", "approx_kl",
                "entropy", "explained_variance", "response_length", "time_generate_s", "time_score_s", "time_train_s")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_local_session():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.rlhf_helpers import build_sft_policy, job_cfg, ray_local_session
+from tests.integration.rlhf_helpers import build_sft_policy, job_cfg
 
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_local_session():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.rlhf_helpers import SFT_STEPS, build_sft_policy, held_out_prompts, ray_local_session
+from tests.integration.rlhf_helpers import SFT_STEPS, build_sft_policy, held_out_prompts
 
 import pytest
 
@@ -15,9 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sft(tmp_path_factory):
-    with ray_local_session():
-        export, _ = build_sft_policy(tmp_path_factory.getbasetemp() / "rlhf_shared")
+def sft(ray_local, tmp_path_factory):
+    export, _ = build_sft_policy(tmp_path_factory.getbasetemp() / "rlhf_shared")
     return Path(export)
 
 
@@ -51,18 +50,17 @@ def test_sft_run_is_tracked_with_lineage_and_a_registered_model(sft):
     assert not (sft / "scalar_head.safetensors").exists()
 
 
-def test_sft_with_lora_trains_adapters_and_exports_merged_weights(sft, tmp_path):
+def test_sft_with_lora_trains_adapters_and_exports_merged_weights(ray_local, sft, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from tests.integration.rlhf_helpers import job_cfg, ray_local_session
+    from tests.integration.rlhf_helpers import job_cfg
     from orchestrator.kinds.sft import run as run_sft
 
     cfg = job_cfg("sft", tmp_path, "sft_lora", f"model.pretrained={sft}", "sft.lora_rank=4", "trainer.max_steps=10",
                   "trainer.global_batch_size=16", "parallel.micro_batch_size=8", "trainer.save_every=0",
                   "tracking.enabled=false")
-    with ray_local_session():
-        res = run_sft(cfg)
+    res = run_sft(cfg)
     export = Path(res["export_dir"])
     assert not (export / "adapter_config.json").exists()  # merged: a plain HF model, no adapter files
     before, after = load_file(str(sft / "model.safetensors")), load_file(str(export / "model.safetensors"))

@@ -45,20 +45,6 @@ TOPOLOGIES = {
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from orchestrator.config.cluster import ClusterConfig
-    from orchestrator.runtime.ray_runtime import ray_session
-
-    if ray.is_initialized():
-        yield
-        return
-    with ray_session(ClusterConfig(num_workers=2, num_cpus=2)):
-        yield
-
-
-@pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     return tmp_path_factory.mktemp("tp_pp_ws")
 
