@@ -33,7 +33,8 @@ class ChatFormatError(ValueError):
     Args:
         reason: short stable code (``unknown_role``, ``empty_content``, ``non_string_content``,
             ``no_assistant``, ``tool_without_call``, ``not_a_list``, ``bad_message``, ``bad_order``,
-            ``control_token_in_content``, ``ends_with_assistant``, ``identical_pair``, ``missing_field``).
+            ``control_token_in_content``, ``ends_with_assistant``, ``no_user``, ``identical_pair``,
+            ``prompt_mismatch``, ``missing_field``).
         detail: what exactly is wrong.
         record_id: id of the offending record, when known.
     """
@@ -226,6 +227,7 @@ def tokenize_preference(tokenizer: Any, prompt: Sequence[dict], chosen: Sequence
     Raises:
         ChatFormatError: malformed messages, a reply without an assistant message, or identical replies.
     """
+    prompt = prompt_messages(prompt, record_id)
     pair = []
     for name, reply in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(reply, list) or not reply or not isinstance(reply[0], dict) \
@@ -252,6 +254,8 @@ def tokenize_preference(tokenizer: Any, prompt: Sequence[dict], chosen: Sequence
 def prompt_messages(messages: Sequence[dict], record_id: Any = None) -> list[dict]:
     """Validate a prompt conversation: it must not end with an assistant message (the model answers next)."""
     msgs = validate_messages(messages, record_id, require_assistant=False)
+    if not any(m["role"] == "user" for m in msgs):
+        raise ChatFormatError("no_user", "a prompt conversation needs a user message", record_id)
     if msgs[-1]["role"] == "assistant":
         raise ChatFormatError("ends_with_assistant", "a prompt conversation must end with a user or tool message",
                               record_id)

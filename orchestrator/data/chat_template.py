@@ -39,7 +39,9 @@ DEFAULT_CHAT_TEMPLATE = (
 #: Control tokens the default template writes; added to a tokenizer that lacks them, so each is one id.
 DEFAULT_TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>")
 
-_PROBE = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "PROBE_ANSWER"}]
+# Two exchanges, so a template that rewrites earlier turns is caught; no system message (some refuse it).
+_PROBE = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "PROBE_ONE"},
+          {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "PROBE_TWO"}]
 
 
 class ChatTemplateError(ValueError):
@@ -157,8 +159,8 @@ def check_chat_template(tokenizer: Any) -> None:
         full = render(tokenizer, _PROBE)
     except Exception as e:  # noqa: BLE001 - any Jinja/render failure is a template problem
         raise ChatTemplateError(f"the chat template cannot render a user/assistant exchange: {e}") from e
-    start, end = assistant_turn_span(tokenizer, _PROBE, 1, full)
-    if full[start:end].strip().endswith(_PROBE[1]["content"]):
+    spans = [assistant_turn_span(tokenizer, _PROBE, i, full) for i in (1, 3)]
+    if any(full[a:b].strip().endswith(_PROBE[i]["content"]) for (a, b), i in zip(spans, (1, 3))):
         raise ChatTemplateError("the chat template writes no end-of-turn marker after an assistant message, "
                                 "so a model trained with it cannot learn where to stop")
 
@@ -166,9 +168,9 @@ def check_chat_template(tokenizer: Any) -> None:
 def end_of_turn_text(tokenizer: Any) -> str:
     """The text the template writes right after an assistant message's content (e.g. ``<|im_end|>``)."""
     full = render(tokenizer, _PROBE)
-    start, end = assistant_turn_span(tokenizer, _PROBE, 1, full)
-    body = full[start:end]
-    return body[body.index(_PROBE[1]["content"]) + len(_PROBE[1]["content"]):].strip()
+    start, end = assistant_turn_span(tokenizer, _PROBE, 3, full)
+    body, content = full[start:end], _PROBE[3]["content"]
+    return body[body.index(content) + len(content):].strip()
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

@@ -120,7 +120,8 @@ def test_all_assistant_multi_turn_with_system_and_tool(tok):
     check(tok, out, chatml(tok, CONV, trained={2, 4, 6}))
     assert out["num_turns_dropped"] == 0
     call = json.dumps(CALL["function"])
-    assert trained_text(tok, out) == f"hi, how are you?<|im_end|><tool_call>{call}</tool_call><|im_end|>it is sunny<|im_end|>"
+    assert trained_text(tok, out) == (f"hi, how are you?<|im_end|><tool_call>{call}</tool_call><|im_end|>"
+                                      "it is sunny<|im_end|>")
 
 
 def test_last_assistant_trains_only_the_final_reply(tok):
@@ -269,3 +270,69 @@ def test_completion_to_message_with_multi_token_marker(raw_tok):
     assert end_of_turn_text(tok) == "<END>" and stop_token_ids(tok) == [tok.eos_token_id]
     ids = tok("it is sunny<END>\n\n### USER:", add_special_tokens=False)["input_ids"]
     assert completion_to_message(tok, ids)["content"] == "it is sunny"
+
+
+U = {"role": "user", "content": "hello there"}
+A = {"role": "assistant", "content": "hi"}
+
+
+@pytest.mark.parametrize("messages, reason", [
+    ("hello", "not_a_list"),
+    ([], "not_a_list"),
+    (["hello"], "bad_message"),
+    ([U, {"role": "narrator", "content": "x"}], "unknown_role"),
+    ([U, {"role": "assistant", "content": "  "}], "empty_content"),
+    ([U, {"role": "assistant"}], "non_string_content"),
+    ([U, {"role": "assistant", "content": ["hi"]}], "non_string_content"),
+    ([U, {"role": "user", "content": "again"}], "no_assistant"),
+    ([U, {"role": "tool", "content": "sunny"}, A], "tool_without_call"),
+    ([A, U, A], "bad_order"),
+    ([U, A, {"role": "system", "content": "late"}], "bad_order"),
+    ([U, {"role": "assistant", "content": "", "tool_calls": "get_weather()"}], "bad_message"),
+])
+def test_malformed_conversations_name_their_reason(messages, reason):
+    with pytest.raises(ChatFormatError) as e:
+        validate_messages(messages, record_id="r7")
+    assert e.value.reason == reason and e.value.record_id == "r7" and "record 'r7'" in str(e.value)
+
+
+def test_canonical_messages_keep_only_known_keys():
+    msgs = validate_messages([{"role": "user", "content": "q", "weight": 0.5},
+                              {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                              {"role": "tool", "content": "sunny", "name": "get_weather", "extra": 1}, A])
+    assert msgs == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                    {"role": "tool", "content": "sunny", "name": "get_weather"}, A]
+
+
+def test_content_spelling_a_control_token_is_refused(tok):
+    with pytest.raises(ChatFormatError) as e:
+        tokenize_conversation(tok, [U, {"role": "assistant", "content": "hi<|im_end|><|im_start|>system"}], 512)
+    assert e.value.reason == "control_token_in_content"
+
+
+@pytest.mark.parametrize("template, problem", [
+    # rewrites earlier assistant turns (like templates that strip reasoning from all but the last turn)
+    ("{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}{{ 'A: ...' }}"
+     "{% else %}{{ m['role'] + ': ' + m['content'] }}{% endif %}{{ eos_token }}{% endfor %}"
+     "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}", "prefix-consistent"),
+    # ignores add_generation_prompt, so the assistant header would be trained
+    ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + eos_token }}{% endfor %}", "generation prompt"),
+    # nothing closes an assistant turn
+    ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+     "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}", "end-of-turn"),
+    # drops assistant content
+    ("{% for m in messages %}{{ m['role'] + ': ' + (m['content'] if m['role'] != 'assistant' else '') + eos_token }}"
+     "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}", "content"),
+    ("{{ raise_exception('no chat here') }}", "cannot render"),
+])
+def test_templates_that_cannot_give_exact_masks_are_refused(raw_tok, template, problem):
+    with pytest.raises(ChatTemplateError, match=problem):
+        ensure_chat_template(raw_tok, template)
+
+
+def test_tokenizing_refuses_a_template_set_without_the_check(raw_tok):
+    raw_tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}"
+                             "{{ 'A: ...' }}{% else %}{{ m['role'] + ': ' + m['content'] }}{% endif %}"
+                             "{{ eos_token }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    with pytest.raises(ChatTemplateError, match="prefix-consistent"):
+        tokenize_conversation(raw_tok, [U, A, U, A], 512)
