@@ -131,7 +131,8 @@ def _turns(messages: Sequence[dict]) -> tuple[list[dict], list[list[dict]]]:
 
 def _check_no_control_tokens(tokenizer: Any, messages: Sequence[dict]) -> None:
     """Refuse content that spells a special token: it would be encoded as the control token itself."""
-    specials = [t for t in tokenizer.all_special_tokens if t]
+    added = (t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
+    specials = sorted({t for t in (*tokenizer.all_special_tokens, *added) if t})
     for i, m in enumerate(messages):
         text = m["content"] + "".join(str(c) for c in m.get("tool_calls", ()))
         hit = next((t for t in specials if t in text), None)

@@ -32,7 +32,8 @@ from orchestrator.data.chat_template import (
 )
 
 CORPUS = ["You are terse. hello there, hi how are you? weather in paris. it is sunny today, cold and windy.",
-          "system user assistant tool get_weather city name arguments function list 3 fruit: apple plum pear"]
+          "system user assistant tool get_weather city name arguments function list 3 fruit: apple plum pear",
+          "code:\n  indented\n  block\n  more"]
 CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "paris"}}}
 CONV = [
     {"role": "system", "content": "You are terse."},
@@ -336,3 +337,16 @@ def test_tokenizing_refuses_a_template_set_without_the_check(raw_tok):
                              "{{ eos_token }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
     with pytest.raises(ChatTemplateError, match="prefix-consistent"):
         tokenize_conversation(raw_tok, [U, A, U, A], 512)
+
+
+def test_token_straddling_header_and_content_is_trained_whole(raw_tok):
+    """Byte-level BPE joins the header's newline with the content's leading spaces ("\\n " is one
+    pre-token): a token overlapping the assistant span is trained, tokens wholly in the header are not."""
+    raw_tok.chat_template = ALT_TEMPLATE
+    tok = ensure_chat_template(raw_tok)
+    out = tokenize_conversation(tok, [U, {"role": "assistant", "content": "  hi"}], 512)
+    ids, mask = out["input_ids"], out["loss_mask"]
+    first = mask.index(1)
+    assert tok.decode(ids[:first]) == "### USER:\nhello there\n\n### ASSISTANT:"
+    assert tok.decode(ids[first:first + 1]) == "\n "
+    assert tok.decode([t for t, m in zip(ids, mask) if m]) == "\n  hi<|eos|>"
