@@ -1,8 +1,8 @@
 """Built-in reward functions (``reward.functions`` entries), in the form :mod:`.rewards` calls.
 
-* ``orchestrator.rlhf.reward_functions:fruit_reward`` - the demo task's exact score (:mod:`.task`).
+* ``orchestrator.rlhf.reward_functions:fruit_reward`` - the demo task's exact score (:mod:`orchestrator.data.task`).
 * ``orchestrator.rlhf.reward_functions:arithmetic_reward`` - 1 when the final number answers the
-  arithmetic task's prompt (:mod:`.arithmetic`).
+  arithmetic task's prompt (:mod:`orchestrator.data.arithmetic`).
 * ``orchestrator.rlhf.reward_functions:final_number_reward`` - 1 when the final number of the
   completion equals the record's ``answer`` field (any math dataset with numeric answers, GSM8K-style).
 * ``orchestrator.rlhf.reward_functions:exact_match_reward`` - 1 when the stripped completion equals
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from orchestrator.rlhf import arithmetic, task
+from orchestrator.data import arithmetic, task
 
 __all__ = ["fruit_reward", "arithmetic_reward", "final_number_reward", "exact_match_reward"]
 

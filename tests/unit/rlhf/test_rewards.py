@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from orchestrator.rlhf import arithmetic, task
+from orchestrator.data import arithmetic, task
 from orchestrator.rlhf.reward_functions import (arithmetic_reward, exact_match_reward, final_number_reward,
                                                 fruit_reward)
 from orchestrator.rlhf.rewards import RewardFunctionError, RewardScorer, load_reward_function

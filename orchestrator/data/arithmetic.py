@@ -2,12 +2,14 @@
 
 A prompt asks for a sum or difference of two small numbers, e.g. ``compute 7-9:``; a response is
 correct when the last number in it equals the answer (``-2``), which gives a binary, exactly checkable
-reward. As in the fruit task (:mod:`.task`), the SFT demonstrations are deliberately mediocre (correct
-with probability ``SFT_CORRECT`` = 0.5, otherwise off by 1 or 2), so there is clear headroom for
-GRPO/RLOO to raise the pass rate, and a tiny model learns the format in seconds on CPU.
+reward. As in the fruit task (:mod:`.task`, whose layout this module follows), the SFT demonstrations
+are deliberately mediocre (correct with probability ``SFT_CORRECT`` = 0.5, otherwise off by 1 or 2),
+so there is clear headroom for GRPO/RLOO to raise the pass rate, and a tiny model learns the format
+in seconds on CPU.
 
 :func:`score` / :func:`score_texts` derive the answer from the prompt; :func:`final_number` and
-:func:`numbers_equal` are the generic checkers behind ``orchestrator.rlhf.reward_functions``.
+:func:`numbers_equal` are the generic checkers behind ``orchestrator.rlhf.reward_functions``
+(the reward functions live in ``rlhf``, which may import ``data``, not the other way round).
 """
 
 from __future__ import annotations
