@@ -177,3 +177,202 @@ class PPOOptions(Frozen):
         require(self.critic_warmup_steps >= 0, "ppo.critic_warmup_steps", "must be >= 0", "use 0")
         require(":" in self.reward_fn, "ppo.reward_fn", f"{self.reward_fn!r} is not module:function",
                 "use e.g. orchestrator.data.task:score_texts")
+
+
+# --- critic-free RL (grpo) and reward functions ------------------------------------------------------
+
+ADVANTAGE_MIN_GROUP = {"grpo": 2, "dr_grpo": 2, "rloo": 2, "reinforce_pp": 1, "reinforce_pp_baseline": 2}
+"""Advantage estimators (``orchestrator.rlhf.advantages``) and the samples per prompt each needs."""
+LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+KL_MODES = ("loss", "reward")
+REWARD_ON_ERROR = ("raise", "zero")
+
+
+def _finite(x: float) -> bool:
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+@dataclass
+class RewardFunctionConfig(Frozen):
+    function: str = ""
+    """``package.module:function`` or ``path/to/file.py:function`` (relative to the working directory),
+    called as ``f(prompts, completions, **record_fields) -> list[float]`` (see ``orchestrator.rlhf.rewards``)."""
+    weight: float = 1.0
+    """Weight in the total reward ``sum_f weight_f * r_f``; 1.0 so a single function is the reward itself."""
+    name: Optional[str] = None
+    """Metric name (``reward/<name>``); null = the function's name."""
+
+    @property
+    def metric_name(self) -> str:
+        """``name`` or the part of ``function`` after the last colon."""
+        return self.name or self.function.rpartition(":")[2]
+
+    def __post_init__(self) -> None:
+        module, sep, func = self.function.rpartition(":")
+        require(bool(sep and module) and func.isidentifier(), "reward.functions.function",
+                f"{self.function!r} is not module:function or file.py:function",
+                "use e.g. orchestrator.rlhf.reward_functions:arithmetic_reward or my_rewards.py:score")
+        require(_finite(self.weight), "reward.functions.weight", f"{self.weight} is not finite",
+                "use a finite weight such as 1.0")
+
+
+def _default_reward_functions() -> list[RewardFunctionConfig]:
+    return [RewardFunctionConfig("orchestrator.rlhf.reward_functions:fruit_reward")]
+
+
+@dataclass
+class RewardConfig(Frozen):
+    """The reward of critic-free RL: Python functions and/or a reward model, summed with weights.
+
+    (Not to be confused with :class:`RewardOptions`, the options of the ``reward_model`` training job.)
+    """
+
+    functions: list[RewardFunctionConfig] = field(default_factory=_default_reward_functions)
+    """Reward functions, run concurrently in the reward role. Default: the fruit demo task's exact score,
+    the task ``data.path=null`` trains on (as PPO's default ``ppo.reward_fn``)."""
+    model: Optional[str] = None
+    """Reward model dir (from the ``reward_model`` job) or MLflow URI, added to the functions; null = none."""
+    model_weight: float = 1.0
+    """Weight of the reward model's (normalised) score in the total."""
+    on_error: str = "raise"
+    """A function that raises, times out, returns the wrong length or a non-finite value: ``raise`` fails
+    the step naming the function and the record; ``zero`` scores those records 0 and counts them
+    (``reward_errors/<name>``). ``raise`` by default: a silent 0 would teach the policy the wrong thing."""
+    timeout_s: float = 30.0
+    """Wall-clock limit of one function on one batch. Verifiers take milliseconds; one that takes 30 s is
+    stuck (e.g. a pathological expression in a math checker), and the step should not hang on it."""
+
+    def __post_init__(self) -> None:
+        require(bool(self.functions) or self.model is not None, "reward.functions", "no reward: no functions and "
+                "no reward.model", "list at least one function or set reward.model")
+        names = [f.metric_name for f in self.functions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        require(not dupes, "reward.functions", f"duplicate function names {dupes} (they name the metrics)",
+                "give each a distinct name: {function: ..., name: ...}")
+        require(self.on_error in REWARD_ON_ERROR, "reward.on_error", f"unknown {self.on_error!r}", "use raise or zero")
+        require(self.timeout_s > 0, "reward.timeout_s", "must be positive", "use e.g. 30")
+        require(_finite(self.model_weight), "reward.model_weight", "must be finite", "use 1.0")
+
+
+@dataclass
+class GRPOOptions(Frozen):
+    """Critic-free RL on the PPO role controller: actor, reference (none when ``kl_coef`` is 0), reward."""
+
+    group_size: int = 8
+    """Samples per prompt; the group is each sample's baseline. 8 as TRL's ``num_generations`` default
+    (DeepSeekMath used 64, DAPO 16: more samples, better baselines, more generation)."""
+    rollout_batch_size: int = 8
+    """Prompts per step; ``rollout_batch_size x group_size`` = 64 completions, twice PPO's 32, about the
+    generation a 2-core CPU does in a few seconds on the tiny demo model."""
+    minibatch_size: int = 32
+    """Completions per optimizer step: two per rollout, so the second is slightly off-policy and the
+    ratio clip has work to do (verl's mini-batch pattern). Set it to the whole rollout for exactly
+    on-policy single updates."""
+    num_epochs: int = 1
+    """Passes over each rollout; 1 as DeepSeekMath (mu = 1) and TRL's ``num_iterations`` default."""
+    max_new_tokens: int = 12
+    """Response length cap (the demo tasks answer in a few tokens); generation also stops at EOS."""
+    temperature: float = 1.0
+    """Sampling temperature: 1.0 samples from the policy being trained (the ratio assumes it) and keeps
+    a group's samples diverse enough to differ in reward."""
+    top_p: float = 1.0
+    """Nucleus threshold; 1.0 for the same on-policy reason."""
+    advantage: str = "grpo"
+    """``grpo`` (group z-score, Shao et al. 2024), ``dr_grpo`` (group mean only, Liu et al. 2025),
+    ``rloo`` (leave-one-out, Ahmadian et al. 2024), ``reinforce_pp`` (batch whitening, Hu 2025) or
+    ``reinforce_pp_baseline`` (group mean, then batch whitening, Hu 2025)."""
+    advantage_eps: float = 1e-6
+    """Added to a std before dividing, so a group of identical rewards gets advantage 0 (verl's 1e-6)."""
+    loss_agg: str = "token_mean"
+    """``token_mean`` (every token weighs the same; DAPO sec. 3.3, verl's default), ``seq_mean_token_mean``
+    (the original GRPO objective, which favours short correct and long wrong answers, Liu et al. 2025)
+    or ``seq_mean_token_sum_norm`` (Dr.GRPO's constant normaliser)."""
+    loss_norm_length: Optional[int] = None
+    """The constant of ``seq_mean_token_sum_norm``; null = ``max_new_tokens`` (Dr.GRPO divides by the
+    generation budget). Used by that aggregation only."""
+    clip_low: float = 0.2
+    """Ratio clip below 1 (``1 - clip_low``): PPO's epsilon (Schulman et al. 2017), kept by DAPO."""
+    clip_high: float = 0.28
+    """Ratio clip above 1 (``1 + clip_high``): DAPO's clip-higher (Yu et al. 2025) lets unlikely tokens with
+    a positive advantage grow, which keeps the policy's entropy from collapsing. 0.2 = symmetric PPO."""
+    kl_coef: float = 0.04
+    """KL beta; 0.04 as DeepSeekMath (Shao et al. 2024). 0 = no KL and no reference role (DAPO and
+    Dr.GRPO drop it)."""
+    kl_mode: str = "loss"
+    """``loss``: beta * KL estimate added to the policy loss (GRPO); ``reward``: -beta * KL per token folded
+    into the reward before the advantage (REINFORCE++, Hu 2025, and PPO)."""
+    kl_kind: str = "k3"
+    """KL estimator (Schulman 2020): ``k3`` as GRPO's loss term (DeepSeekMath eq. 4), ``k1`` or ``k2``."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight; 0 as DAPO and verl: clip-higher already counters entropy collapse."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: drop groups whose rewards are all equal (advantage 0, no gradient) and
+    generate more prompts until the step has ``rollout_batch_size`` informative groups. Off by default:
+    it costs extra generation and makes step time vary."""
+    max_refills: int = 9
+    """Cap on extra generation rounds per step with ``dynamic_sampling`` (at most 10 rounds in all, as
+    verl's ``max_num_gen_batches`` in its DAPO example); at the cap the step trains on the groups it has
+    and logs how many it lacked. 0 = drop only."""
+    overlong_buffer: int = 0
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13): the last ``overlong_buffer`` tokens before
+    ``max_new_tokens`` ramp a penalty from 0 to ``-overlong_penalty_factor``. 0 = off (the demo tasks
+    answer far below the cap); DAPO used a fifth of the budget (4096 of 20480)."""
+    overlong_penalty_factor: float = 1.0
+    """Penalty of a response that reaches ``max_new_tokens`` (DAPO: 1.0, the scale of a 0/1 reward)."""
+    sample_every: int = 5
+    """Log a table of sample prompts/completions/rewards as an MLflow artifact every N steps."""
+    num_samples_logged: int = 8
+    """Rows in each sample table."""
+    colocate: bool = True
+    """Pack all role actors into one STRICT_PACK placement group (one node); false spreads them (PACK)."""
+    actor: RoleConfig = field(default_factory=RoleConfig)
+    """The policy being trained (also generates the rollouts)."""
+    reference: RoleConfig = field(default_factory=RoleConfig)
+    """Frozen initial policy for the KL term; not started when ``kl_coef`` is 0."""
+    reward: RoleConfig = field(default_factory=RoleConfig)
+    """Runs the reward functions (and the reward model, if any)."""
+
+    def __post_init__(self) -> None:
+        for name in ("group_size", "rollout_batch_size", "minibatch_size", "num_epochs", "max_new_tokens",
+                     "sample_every", "num_samples_logged"):
+            require(getattr(self, name) >= 1, f"grpo.{name}", "must be >= 1", "set a value >= 1")
+        self._check_estimator()
+        self._check_policy_loss()
+        completions = self.rollout_batch_size * self.group_size
+        require(completions % self.minibatch_size == 0, "grpo.minibatch_size",
+                f"{self.minibatch_size} does not divide rollout_batch_size x group_size = {completions}",
+                "pick a minibatch size (in completions) that divides it")
+        require(self.temperature > 0, "grpo.temperature", "must be positive", "use 1.0")
+        require(0 < self.top_p <= 1, "grpo.top_p", "must be in (0, 1]", "use 1.0")
+        require(self.max_refills >= 0, "grpo.max_refills", "must be >= 0", "use e.g. 9, or 0 to drop only")
+        require(not (self.dynamic_sampling and self.group_size < 2), "grpo.dynamic_sampling",
+                "a group of 1 always has equal rewards, so every group would be dropped",
+                "set grpo.group_size >= 2 or grpo.dynamic_sampling=false")
+        require(0 <= self.overlong_buffer < self.max_new_tokens, "grpo.overlong_buffer",
+                f"must be in [0, max_new_tokens={self.max_new_tokens})", "use 0 (off) or e.g. max_new_tokens // 5")
+        require(self.overlong_penalty_factor >= 0, "grpo.overlong_penalty_factor", "must be >= 0", "use 1.0")
+
+    def _check_estimator(self) -> None:
+        require(self.advantage in ADVANTAGE_MIN_GROUP, "grpo.advantage", f"unknown estimator {self.advantage!r}",
+                f"use one of {', '.join(ADVANTAGE_MIN_GROUP)}")
+        need = ADVANTAGE_MIN_GROUP[self.advantage]
+        require(self.group_size >= need, "grpo.group_size",
+                f"advantage {self.advantage} needs >= {need} samples per prompt (its baseline comes from the "
+                f"other samples of the group), got {self.group_size}",
+                "set grpo.group_size >= 2 (e.g. 8) or grpo.advantage=reinforce_pp")
+        require(self.advantage_eps > 0, "grpo.advantage_eps", "must be positive", "use 1e-6")
+
+    def _check_policy_loss(self) -> None:
+        require(self.loss_agg in LOSS_AGGS, "grpo.loss_agg", f"unknown aggregation {self.loss_agg!r}",
+                f"use one of {', '.join(LOSS_AGGS)}")
+        require(self.loss_norm_length is None or self.loss_norm_length >= 1, "grpo.loss_norm_length",
+                "must be >= 1", "use null (= max_new_tokens)")
+        require(0 < self.clip_low < 1, "grpo.clip_low", "must be in (0, 1)", "use 0.2")
+        require(self.clip_high >= self.clip_low, "grpo.clip_high",
+                f"{self.clip_high} is below clip_low={self.clip_low} (clip-higher widens the upper side)",
+                "use 0.28 (DAPO) or clip_high=clip_low for symmetric clipping")
+        require(self.kl_coef >= 0, "grpo.kl_coef", "must be >= 0", "use 0.04, or 0 for no KL")
+        require(self.kl_mode in KL_MODES, "grpo.kl_mode", f"unknown {self.kl_mode!r}", "use loss or reward")
+        require(self.kl_kind in KL_KINDS, "grpo.kl_kind", f"unknown estimator {self.kl_kind!r}",
+                f"use one of {', '.join(KL_KINDS)}")
+        require(self.entropy_coef >= 0, "grpo.entropy_coef", "must be >= 0", "use 0.0")

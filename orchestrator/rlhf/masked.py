@@ -1,4 +1,8 @@
-"""Masked reductions over [batch, T] token tensors (mask = 1 on response tokens)."""
+"""Masked reductions over [batch, T] token tensors (mask = 1 on response tokens).
+
+Masked positions are *selected away* (``torch.where``), never multiplied by 0: ``NaN * 0`` and
+``inf * 0`` are NaN, so a NaN or infinite log-prob in the padding would otherwise poison the loss.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,18 @@ from typing import Optional
 import torch
 
 
+def zero_outside(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` where ``mask`` is nonzero, exactly 0 elsewhere (also where ``x`` is NaN or +-inf).
+
+    Applied to the *inputs* of a loss as well as its output, it keeps the gradient at masked positions
+    exactly 0 too (``where``'s backward sends 0 to the unselected branch).
+    """
+    return torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of ``x`` over the positions where ``mask`` is 1."""
-    return (x * mask).sum()
+    """Sum of ``x`` over the positions where ``mask`` is 1 (NaN/inf elsewhere do not leak)."""
+    return zero_outside(x, mask).sum()
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, num_tokens: Optional[float] = None) -> torch.Tensor:
@@ -44,7 +57,7 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
-    return out * mask
+    return zero_outside(out, mask)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
