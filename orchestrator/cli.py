@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from orchestrator import kinds
+from orchestrator.config.errors import ConfigError
 
 CLUSTER_VERBS = ("submit", "status", "logs", "stop", "resume", "list", "runs")
 
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="job kinds:\n" + "\n".join(f"  {k:<13} {kinds.get(k).summary}" for k in kinds.names()),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("kind", choices=kinds.names())
-    run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. model=tiny trainer.max_steps=5")
+    run.add_argument("overrides", nargs=argparse.REMAINDER,
+                     help="Hydra overrides, e.g. model=tiny trainer.max_steps=5; -m/--multirun sweeps key=a,b lists")
     for verb in CLUSTER_VERBS:
         p = sub.add_parser(verb, help=f"{verb} (cluster operations)")
         p.add_argument("args", nargs=argparse.REMAINDER)
@@ -36,6 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cluster_cli.main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.verb == "run":
+        from orchestrator.sweep import MULTIRUN_FLAGS
+
+        if any(a in MULTIRUN_FLAGS for a in args.overrides):
+            from orchestrator.entry import fail
+            from orchestrator.sweep import run_sweep
+
+            try:
+                run_sweep(args.kind, [a for a in args.overrides if a not in MULTIRUN_FLAGS])
+            except ConfigError as exc:
+                fail(exc)
+            return 0
         from orchestrator.entry import run_kind
 
         return run_kind(args.kind, args.overrides)
