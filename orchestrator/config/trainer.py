@@ -42,6 +42,10 @@ class TrainerConfig(Frozen):
     """Write a Hugging Face directory (safetensors + config + tokenizer) at the end and log it."""
     allow_config_change: bool = False
     """Resume even when the checkpoint's config hash differs in shape-breaking ways (expert use)."""
+    strict_schedule: bool = False
+    """Refuse to resume when ``trainer.max_steps``, ``trainer.lr`` or the ``optim`` schedule/warmup differ
+    from the checkpoint's (default: warn once with the LR the next step takes and the one the
+    uninterrupted run would have had, then continue on the new schedule)."""
     fail_at_step: Optional[int] = None
     """Fault injection for tests: rank 1 exits hard at this step, once (a marker file remembers)."""
 

@@ -4,6 +4,7 @@ Public API:
     shape_fingerprint(cfg) -> dict[str, Any]
     resolve_resume(cfg, checkpoint_root) -> Optional[Path]
     check_compatible(saved_shape, cfg) -> None     (ConfigError naming the key unless allowed)
+    schedule_fingerprint(cfg) / check_schedule(saved, cfg, step) -> Optional[str]   (warn or refuse)
 """
 
 from __future__ import annotations
@@ -55,6 +56,47 @@ def check_compatible(saved_shape: dict[str, Any], cfg: TrainJobConfig, where: st
                           "with trainer.allow_config_change=true")
 
 
+_SCHEDULE = ("trainer.max_steps", "trainer.lr", "optim.schedule", "optim.warmup_steps", "optim.min_lr_ratio")
+
+
+def schedule_fingerprint(cfg: TrainJobConfig) -> dict[str, Any]:
+    """The values that decide the LR of every step (stored in each checkpoint)."""
+    t, o = cfg.trainer, cfg.optim
+    return dict(zip(_SCHEDULE, (t.max_steps, t.lr, o.schedule, o.warmup_steps, o.min_lr_ratio)))
+
+
+def _lr_at(fp: dict[str, Any], step: int) -> float:
+    from orchestrator.engine.optim import lr_factor
+
+    return fp["trainer.lr"] * lr_factor(step, warmup_steps=fp["optim.warmup_steps"], max_steps=fp["trainer.max_steps"],
+                                        schedule=fp["optim.schedule"], min_lr_ratio=fp["optim.min_lr_ratio"])
+
+
+def check_schedule(saved: dict[str, Any], cfg: TrainJobConfig, step: int) -> Optional[str]:
+    """Compare the checkpoint's schedule with ``cfg``'s before resuming after ``step`` optimizer steps.
+
+    Returns:
+        The warning printed (None when the schedule is unchanged or the checkpoint predates the record).
+    Raises:
+        ConfigError: the schedule changed and ``trainer.strict_schedule`` is set.
+    """
+    now = schedule_fingerprint(cfg)
+    changed = [k for k in _SCHEDULE if k in saved and saved[k] != now[k]]
+    if not changed or set(saved) != set(now):
+        return None
+    what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed)
+    last = max(step - 1, 0)
+    text = (f"resuming after step {step} with a changed LR schedule ({what}): step {step + 1} trains at "
+            f"lr={_lr_at(now, step):.3g}, while step {step} ran at lr={_lr_at(saved, last):.3g} where an "
+            f"uninterrupted run with the new settings would have used lr={_lr_at(now, last):.3g}; "
+            "results will differ from such a run")
+    if cfg.trainer.strict_schedule:
+        raise ConfigError(changed[0], text, f"set {changed[0]}={saved[changed[0]]!r}, or trainer.strict_schedule=false")
+    log.warning("%s", text)
+    print(f"warning: {text}", flush=True)
+    return text
+
+
 def resolve_resume(cfg: TrainJobConfig, checkpoint_root: Path) -> Optional[Path]:
     """The committed checkpoint to start from (None = from scratch), checked against ``cfg``.
 
@@ -78,4 +120,5 @@ def resolve_resume(cfg: TrainJobConfig, checkpoint_root: Path) -> Optional[Path]
     if ckpt is not None:
         state = read_trainer_state(ckpt)
         check_compatible(state.get("extra", {}).get("shape", {}), cfg, where=str(ckpt))
+        check_schedule(state.get("extra", {}).get("schedule", {}), cfg, int(state["step"]))
     return ckpt

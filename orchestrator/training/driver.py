@@ -20,7 +20,7 @@ from orchestrator.config.plan import make_train_plan
 from orchestrator.core.console import verbose
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
 from orchestrator.engine.checkpoint import latest_committed
-from orchestrator.engine.resume import resolve_resume, shape_fingerprint
+from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
 from orchestrator.runtime.ray_runtime import ray_session
 from orchestrator.tracking import config_hash, job_run, lineage_tags
 from orchestrator.training.inputs import PACKED, dataset_dir, pick_tokenizer, resolve_model
@@ -127,7 +127,8 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
                           tokenizer_dir=tok_dir, upstream=upstream,
                           resume_dir=str(resume_dir) if resume_dir else None, run_id=tracker.run_id,
                           extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
-                                       "mlflow_run_id": tracker.run_id, "dataset_dir": str(data)},
+                                       "schedule": schedule_fingerprint(cfg), "mlflow_run_id": tracker.run_id,
+                                       "dataset_dir": str(data)},
                           export_dir=export_dir, attempt_id=uuid.uuid4().hex)
         try:
             fit_worker_group(cfg, train_worker, {"args": args})

@@ -64,10 +64,10 @@ def test_rng_roundtrip():
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
 
 
-def _fake_checkpoint(root: Path, step: int, shape: dict) -> Path:
+def _fake_checkpoint(root: Path, step: int, shape: dict, schedule: dict | None = None) -> Path:
     d = root / ck.step_tag(step)
     d.mkdir(parents=True)
-    (d / ck.STATE_FILE).write_text(json.dumps({"step": step, "extra": {"shape": shape}}))
+    (d / ck.STATE_FILE).write_text(json.dumps({"step": step, "extra": {"shape": shape, "schedule": schedule or {}}}))
     (d / ck.COMMIT_MARKER).write_text("ok")
     (root / "latest").write_text(d.name)
     return d
@@ -100,3 +100,30 @@ def test_shape_change_is_refused_by_key_unless_allowed(tmp_path):
 def test_zero0_checkpoints_survive_a_world_size_change():
     saved = shape_fingerprint(load("pretrain", ["parallel=zero0"]))
     check_compatible(saved, load("pretrain", ["parallel=zero0", "cluster.num_workers=4"]))
+
+
+def test_changed_schedule_on_resume_warns_with_both_lrs_or_is_refused(tmp_path, capsys):
+    from orchestrator.engine.resume import check_schedule, schedule_fingerprint
+
+    base = [f"workspace={tmp_path}", "parallel=zero2", "optim.warmup_steps=0", "trainer.lr=0.001",
+            "optim.min_lr_ratio=0.0", "optim.schedule=cosine"]
+    saved = schedule_fingerprint(load("pretrain", [*base, "trainer.max_steps=4"]))
+    assert check_schedule(saved, load("pretrain", [*base, "trainer.max_steps=4"]), 4) is None
+    text = check_schedule(saved, load("pretrain", [*base, "trainer.max_steps=8"]), 4)
+    # cosine over 4 steps ends at 0 at step 4; over 8 steps step 5 is at 0.5*(1+cos(4*pi/7)) of the peak
+    assert "trainer.max_steps 4 -> 8" in text and "step 5 trains at lr=0.000389" in text
+    assert "step 4 ran at lr=0 " in text and "would have used lr=0.000611" in text
+    assert capsys.readouterr().out.count("warning: resuming after step 4") == 1
+    with pytest.raises(ConfigError) as err:
+        check_schedule(saved, load("pretrain", [*base, "trainer.max_steps=8", "trainer.strict_schedule=true"]), 4)
+    assert err.value.key == "trainer.max_steps"
+
+
+def test_resolve_resume_checks_the_stored_schedule(tmp_path, capsys):
+    from orchestrator.engine.resume import schedule_fingerprint
+
+    cfg4 = load("pretrain", [f"workspace={tmp_path}", "parallel=zero2", "trainer.max_steps=4"])
+    root = tmp_path / "ckpts"
+    d = _fake_checkpoint(root, 4, shape_fingerprint(cfg4), schedule=schedule_fingerprint(cfg4))
+    assert resolve_resume(load("pretrain", [f"workspace={tmp_path}", "parallel=zero2", "trainer.max_steps=8"]), root) == d
+    assert "changed LR schedule (trainer.max_steps 4 -> 8)" in capsys.readouterr().out
