@@ -8,6 +8,7 @@ Public API:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.plan import make_train_plan
 from orchestrator.core.console import verbose
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
+from orchestrator.core.timing import Phases, one_line
 from orchestrator.engine.checkpoint import latest_committed
 from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
 from orchestrator.runtime.ray_runtime import ray_session
@@ -26,7 +28,7 @@ from orchestrator.tracking import config_hash, job_run, lineage_tags
 from orchestrator.training.inputs import PACKED, dataset_dir, pick_tokenizer, resolve_model
 from orchestrator.training.loop import read_steps
 from orchestrator.training.task import TrainTask
-from orchestrator.training.worker import EVAL_FILE, WorkerArgs, train_worker
+from orchestrator.training.worker import EVAL_FILE, STARTUP_FILE, WorkerArgs, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,28 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     Raises:
         ConfigError: an incompatible checkpoint to resume or unusable inputs (before the workers start).
     """
+    t0 = time.time()
+    phases = Phases()
+    with phases.phase("inputs"):
+        prepared = _prepare(cfg, task)
+    with contextlib.ExitStack() as stack:
+        with phases.phase("ray_start"):
+            stack.enter_context(ray_session(cfg.cluster))
+        with phases.phase("tracking_start"):
+            tracker = stack.enter_context(job_run(cfg))
+        version = _train(cfg, task, prepared, tracker, phases)
+        run_id = tracker.run_id
+        startup = _startup_metrics(Path(cfg.output_dir), phases)
+        tracker.log_metrics(startup, 0)
+    print(f"{cfg.kind}: first step after {startup.get('startup.to_first_step_s', 0):.1f}s of start-up ("
+          f"{one_line({k[8:-2]: v for k, v in startup.items() if k not in ('startup.to_first_step_s', 'startup.train_loop_s')}, 5)})",
+          flush=True)
+    return {**_result(cfg, Path(cfg.output_dir), run_id, prepared["export_dir"], version, prepared["resume_dir"],
+                      time.time() - t0), "startup": startup}
+
+
+def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
+    """Driver-side inputs, before Ray: resume decision, upstream models, dataset, tokenizer, plan."""
     out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
     resume_dir = resolve_resume(cfg, ckpt_root)
@@ -118,25 +142,55 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     export_dir = str(out / "export") if cfg.trainer.export else None
     tags = lineage_tags(model=cfg.model.pretrained, **{k.split(".")[-1]: v for k, v in upstream_uris.items()},
                         dataset=str(data))
-    t0 = time.time()
-    with ray_session(cfg.cluster), job_run(cfg) as tracker:
-        tracker.set_tags({**tags, "topology": f"dp{plan.dp_size}xtp{plan.tp_size}xpp{plan.pp_size}"})
+    return {"resume_dir": resume_dir, "model_dir": model_dir, "upstream": upstream, "data": data,
+            "tok_dir": tok_dir, "plan": plan, "export_dir": export_dir, "tags": tags}
+
+
+def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any, phases: Phases) -> Optional[str]:
+    """Inside Ray and the MLflow run: the worker group, then registration; returns the model version."""
+    plan, data, resume_dir, export_dir = p["plan"], p["data"], p["resume_dir"], p["export_dir"]
+    with phases.phase("tracking_setup"):
+        tracker.set_tags({**p["tags"], "topology": f"dp{plan.dp_size}xtp{plan.tp_size}xpp{plan.pp_size}"})
         tracker.log_dataset(data, "training")
         tracker.log_params({f"plan.{k}": v for k, v in plan.as_dict().items()})
-        args = WorkerArgs(cfg=cfg, plan=plan, task=task, dataset_dir=str(data), model_dir=model_dir,
-                          tokenizer_dir=tok_dir, upstream=upstream,
-                          resume_dir=str(resume_dir) if resume_dir else None, run_id=tracker.run_id,
-                          extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
-                                       "schedule": schedule_fingerprint(cfg), "mlflow_run_id": tracker.run_id,
-                                       "dataset_dir": str(data)},
-                          export_dir=export_dir, attempt_id=uuid.uuid4().hex)
-        try:
+    args = WorkerArgs(cfg=cfg, plan=plan, task=task, dataset_dir=str(data), model_dir=p["model_dir"],
+                      tokenizer_dir=p["tok_dir"], upstream=p["upstream"],
+                      resume_dir=str(resume_dir) if resume_dir else None, run_id=tracker.run_id,
+                      extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
+                                   "schedule": schedule_fingerprint(cfg), "mlflow_run_id": tracker.run_id,
+                                   "dataset_dir": str(data)},
+                      export_dir=export_dir, attempt_id=uuid.uuid4().hex)
+    (Path(cfg.output_dir) / STARTUP_FILE).unlink(missing_ok=True)
+    phases.add("fit_start_time", time.time())  # a timestamp, replaced by worker_group below
+    try:
+        with phases.phase("fit"):
             fit_worker_group(cfg, train_worker, {"args": args})
-        finally:
-            (ckpt_root / f".started_{args.attempt_id}").unlink(missing_ok=True)
-        version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
-        run_id = tracker.run_id
-    return _result(cfg, out, run_id, export_dir, version, resume_dir, time.time() - t0)
+    finally:
+        (Path(cfg.output_dir) / "checkpoints" / f".started_{args.attempt_id}").unlink(missing_ok=True)
+    with phases.phase("register"):
+        return tracker.register_model(export_dir, cfg.run_name, p["tags"]) if export_dir else None
+
+
+def _startup_metrics(out: Path, phases: Phases) -> dict[str, float]:
+    """The job's ``startup.*`` breakdown: driver phases, the worker group's start (Ray Train controller,
+    worker processes) and rank 0's own phases (imports, data, model, engine, first step, checkpoints,
+    eval, export); also written to ``<output_dir>/startup.json``."""
+    seconds = dict(phases.seconds)
+    fit_start = seconds.pop("fit_start_time", None)
+    fit = seconds.pop("fit", 0.0)
+    worker = json.loads((out / STARTUP_FILE).read_text()) if (out / STARTUP_FILE).exists() else {}
+    if worker.get("entry_time") and fit_start:
+        seconds["worker_group"] = max(0.0, worker["entry_time"] - fit_start)
+    seconds.update(worker.get("worker", {}))
+    inside = seconds.get("worker_group", 0.0) + sum(worker.get("worker", {}).values())
+    seconds["fit_teardown"] = max(0.0, fit - inside)
+    after = ("train_loop", "checkpoint", "final_eval", "export", "register", "fit_teardown")
+    metrics = Phases()
+    metrics.seconds = seconds
+    result = {**metrics.metrics(), "startup.to_first_step_s": round(
+        sum(v for k, v in seconds.items() if k not in after), 3)}
+    (out / STARTUP_FILE).write_text(json.dumps(result, indent=1))
+    return result
 
 
 def _config_value(cfg: Any, key: str) -> Optional[str]:

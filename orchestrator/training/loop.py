@@ -198,12 +198,15 @@ def restore(engine: Any, source: BatchSource, checkpoints: CheckpointManager, ck
 def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: LoopSpec, *,
                checkpoints: CheckpointManager, reporter: Any, state: Optional[TrainState] = None,
                sink: Optional[MetricsSink] = None, extra_state: Optional[dict[str, Any]] = None,
-               eval_fn: Optional[Callable[[], dict[str, float]]] = None) -> TrainState:
+               eval_fn: Optional[Callable[[], dict[str, float]]] = None,
+               timings: Optional[dict[str, float]] = None) -> TrainState:
     """Train from ``state.step`` to ``spec.max_steps``; checkpoint every ``save_every`` steps and at the end.
 
     Rank 0 appends each step's metrics to ``<output_dir>/steps.jsonl`` (the job's per-step record; a
-    recovered step overwrites its earlier line when read) and to ``sink``. Returns the final state.
+    recovered step overwrites its earlier line when read) and to ``sink``. ``timings`` (when given)
+    receives ``first_step`` and the summed ``checkpoint`` wall seconds. Returns the final state.
     """
+    timings = {} if timings is None else timings
     state = state or TrainState()
     state.extra.update(extra_state or {})
     rank, world = reporter.world_rank, reporter.world_size
@@ -245,6 +248,7 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
         total_tokens = int(packed[-1]) // spec.model_parallel  # tp/pp ranks of one dp rank share data
         packed = packed[:-1] / world
         dt = time.perf_counter() - t0
+        timings.setdefault("first_step", dt)
         state.step, state.tokens_seen = step, state.tokens_seen + total_tokens
         if gnorm is None:
             g = engine.get_global_grad_norm()
@@ -268,7 +272,9 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
         if step == spec.max_steps or (spec.save_every and step % spec.save_every == 0):
             if sink is not None and rank == 0:
                 sink.flush()  # invariant: every step up to a committed checkpoint is in the tracking store
+            t_ckpt = time.perf_counter()
             path = checkpoints.save(engine, step_tag(step), _client_state(state, source))
+            timings["checkpoint"] = timings.get("checkpoint", 0.0) + time.perf_counter() - t_ckpt
             state.last_checkpoint = str(path)
             reporter.report({"step": step, "loss": metrics["loss"]}, str(path))
     return state

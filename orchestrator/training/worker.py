@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +22,8 @@ from orchestrator.training.task import TrainTask, WorkerContext
 log = logging.getLogger(__name__)
 
 EVAL_FILE = "eval.json"
+STARTUP_FILE = "startup.json"
+"""Rank 0's phase timings (``worker`` seconds, ``entry_time``); the driver adds its own and logs them."""
 
 
 @dataclass
@@ -52,8 +55,9 @@ def train_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point (``train_loop_per_worker``)."""
     from orchestrator.training.reporting import RayTrainReporter
 
+    entry_time = time.time()
     args: WorkerArgs = config["args"]
-    run_worker(args, RayTrainReporter(in_place=not args.cfg.cluster.storage_path))
+    run_worker(args, RayTrainReporter(in_place=not args.cfg.cluster.storage_path), entry_time)
 
 
 def _packed_data(args: WorkerArgs, ctx: WorkerContext) -> tuple[Any, list]:
@@ -92,17 +96,21 @@ def _records_data(args: WorkerArgs, ctx: WorkerContext) -> tuple[Any, list]:
     return source, held_out
 
 
-def run_worker(args: WorkerArgs, reporter: Any) -> dict[str, Any]:
+def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = None) -> dict[str, Any]:
     """Train, evaluate and export on this rank; returns the final eval metrics (all ranks)."""
-    from orchestrator.engine.initialize import init_engine, setup_accelerator_env
+    from orchestrator.core.timing import Phases
 
-    cfg, plan, task = args.cfg, args.plan, args.task
-    setup_accelerator_env(cfg.cluster.use_gpu)
-    import torch
+    phases = Phases()
+    with phases.phase("worker_imports"):
+        from orchestrator.engine.initialize import init_engine, setup_accelerator_env
 
-    from orchestrator.engine.checkpoint import CheckpointManager
-    from orchestrator.models.build import count_params
-    from orchestrator.training.loop import LoopSpec, restore, select_resume, train_loop
+        cfg, plan, task = args.cfg, args.plan, args.task
+        setup_accelerator_env(cfg.cluster.use_gpu)
+        import torch
+
+        from orchestrator.engine.checkpoint import CheckpointManager
+        from orchestrator.models.build import count_params
+        from orchestrator.training.loop import LoopSpec, restore, select_resume, train_loop
 
     torch.use_deterministic_algorithms(not cfg.cluster.use_gpu, warn_only=True)
     rank, world = reporter.world_rank, reporter.world_size
@@ -110,19 +118,23 @@ def run_worker(args: WorkerArgs, reporter: Any) -> dict[str, Any]:
     ctx = WorkerContext(cfg=cfg, plan=plan, rank=rank, dp_rank=rank // (plan.tp_size * plan.pp_size),
                         model_dir=args.model_dir, tokenizer_dir=args.tokenizer_dir, special_ids={},
                         upstream=args.upstream)  # ranks of one TP/PP group read the same examples
-    source, held_out = (_packed_data if task.data_format == PACKED else _records_data)(args, ctx)
-    model = task.build_model(ctx)
+    with phases.phase("data"):
+        source, held_out = (_packed_data if task.data_format == PACKED else _records_data)(args, ctx)
+    with phases.phase("model_build"):
+        model = task.build_model(ctx)
     num_params = count_params(model)
-    engine = init_engine(model, cfg, plan)
-    objective = task.objective(ctx)
+    with phases.phase("engine_init"):
+        engine = init_engine(model, cfg, plan)
+        objective = task.objective(ctx)
 
     def eval_fn() -> dict[str, float]:
         return task.evaluate(engine, held_out, objective, source)
 
     ckpts = CheckpointManager(out / "checkpoints", cfg.trainer.keep_checkpoints, rank, world)
     # Our own ``latest`` decides on a restart inside the job (Ray may still name an older checkpoint).
-    resume_dir = select_resume(args.resume_dir, ckpts.root, args.attempt_id, rank)
-    state = restore(engine, source, ckpts, resume_dir) if resume_dir else None
+    with phases.phase("restore"):
+        resume_dir = select_resume(args.resume_dir, ckpts.root, args.attempt_id, rank)
+        state = restore(engine, source, ckpts, resume_dir) if resume_dir else None
     if resume_dir and rank == 0:
         log.warning("resumed from %s at step %d", resume_dir, state.step)
     sink = None
@@ -132,19 +144,26 @@ def run_worker(args: WorkerArgs, reporter: Any) -> dict[str, Any]:
         # Large batches: the loop flushes at every checkpoint anyway (and backfills after a crash), so
         # between checkpoints the store is written rarely and training is not slowed by it.
         sink = MetricsLogger.from_run(cfg.tracking.uri, args.run_id, flush_every=2000, flush_interval_s=30.0)
-    initial = eval_fn() if state is None and task.initial_eval else {}
+    with phases.phase("initial_eval"):
+        initial = eval_fn() if state is None and task.initial_eval else {}
     spec = LoopSpec.from_config(cfg, plan, str(out), num_params)
+    t_loop = time.perf_counter()
     state = train_loop(engine, source, objective, spec, checkpoints=ckpts, reporter=reporter, state=state,
-                       sink=sink, extra_state=args.extra_state, eval_fn=eval_fn)
-    final = eval_fn()
-    final.update(task.final_metrics(engine, source, ctx))
+                       sink=sink, extra_state=args.extra_state, eval_fn=eval_fn, timings=phases.seconds)
+    phases.add("train_loop", time.perf_counter() - t_loop)
+    with phases.phase("final_eval"):
+        final = eval_fn()
+        final.update(task.final_metrics(engine, source, ctx))
     if rank == 0:
         _write_eval(out / EVAL_FILE, state.step, initial, final)
         if sink is not None:
             sink.log(final, state.step)
             sink.close()
     if args.export_dir:
-        task.export(engine, ctx, args.export_dir, final)
+        with phases.phase("export"):
+            task.export(engine, ctx, args.export_dir, final)
+    if rank == 0:
+        (out / STARTUP_FILE).write_text(json.dumps({"entry_time": entry_time, "worker": phases.seconds}, indent=1))
     reporter.report({"step": state.step, **final}, None)
     return final
 
