@@ -243,6 +243,15 @@ class DataPrepDataConfig(Frozen):
     """Input field of the preferred response (format preference)."""
     rejected_field: str = "rejected"
     """Input field of the rejected response (format preference)."""
+    messages_field: str = "messages"
+    """Input field of a conversation, a list of ``{role, content}`` messages (roles system, user,
+    assistant, tool; formats sft, prompts, and preference as the shared prompt). Records with it (or,
+    for preference, with message-list ``chosen``/``rejected``) are written in chat form; the others use
+    the flat fields above. "messages" is what OpenAI-style and Hugging Face chat datasets use."""
+    chat_template: Optional[str] = None
+    """Chat template the dataset's tokenizer carries when the data holds conversations (a Jinja string
+    or a file path); null = the tokenizer's own template, else the ChatML-style default
+    (``orchestrator.data.chat_template.DEFAULT_CHAT_TEMPLATE``, adding ``<|im_start|>``/``<|im_end|>``)."""
     partition_kb: int = 32768
     """Input partition size in KiB (default 32 MiB): uncompressed JSONL files are split into byte
     ranges of this size, one Ray task each (compressed files and Parquet row groups are one partition

@@ -24,6 +24,12 @@ class SFTOptions(Frozen):
     max_prompt_tokens: int = 48
     """Prompts longer than this are truncated from the left (the end of a prompt matters most); the
     response gets the rest of ``model.seq_len``."""
+    train_on: str = "all_assistant"
+    """Conversation (``messages``) records only: which assistant messages carry loss.
+    ``all_assistant`` (default: every demonstrated reply is a training signal) or ``last_assistant``
+    (only the final reply; earlier ones are context, e.g. when they come from another model). Role
+    headers, system, user and tool tokens never carry loss; each trained reply's end-of-turn marker does.
+    Flat prompt/response records ignore it."""
     lora_rank: int = 0
     """LoRA rank (peft); 0 = full fine-tuning (the default: tiny models train fully in seconds). With
     LoRA only the adapters train, and the export merges them into plain weights."""
@@ -37,6 +43,8 @@ class SFTOptions(Frozen):
 
     def __post_init__(self) -> None:
         require(self.max_prompt_tokens >= 1, "sft.max_prompt_tokens", "must be >= 1", "use e.g. 48")
+        require(self.train_on in ("all_assistant", "last_assistant"), "sft.train_on",
+                f"unknown value {self.train_on!r}", "use all_assistant or last_assistant")
         require(self.lora_rank >= 0, "sft.lora_rank", "must be >= 0", "use 0 (full fine-tuning) or e.g. 8")
         require(0 <= self.lora_dropout < 1, "sft.lora_dropout", "must be in [0, 1)", "use 0.0")
 

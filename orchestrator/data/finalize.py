@@ -13,6 +13,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from orchestrator.config.data_prep import DataPrepDataConfig
+from orchestrator.data.chat_records import is_chat_record
 from orchestrator.data.partition import part_name, text_fields
 
 
@@ -61,10 +62,12 @@ def finalize_partition(index: int, cfg: DataPrepDataConfig, work: str | Path, ou
                 if cfg.format == "pretrain":
                     rec[cfg.text_field] = text
                 else:
-                    rec.update(json.loads(text))
+                    out_fields = json.loads(text)
+                    rec.update(out_fields)
                     rec.pop(cfg.id_field, None)
-                    for src, dst in zip(fields, canonical_fields(cfg.format)):
-                        rec[dst] = rec.pop(src)
+                    if not is_chat_record(out_fields, cfg.format):  # chat records are canonical already
+                        for src, dst in zip(fields, canonical_fields(cfg.format)):
+                            rec[dst] = rec.pop(src)
                     rec = {"id": doc_id, **rec}
                 kf.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 counts["kept"] += 1
@@ -77,7 +80,8 @@ def finalize_partition(index: int, cfg: DataPrepDataConfig, work: str | Path, ou
 
 
 def canonical_fields(fmt: str) -> tuple[str, ...]:
-    """Text fields of a records format, as ``write_records_dataset`` names them."""
+    """Text fields of a flat records format, as ``write_records_dataset`` names them (chat records carry
+    ``messages`` or message-list ``prompt``/``chosen``/``rejected`` instead)."""
     from orchestrator.data.shards import REQUIRED_FIELDS
 
     return REQUIRED_FIELDS[fmt]

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from orchestrator.config.base import as_dict
 from orchestrator.config.errors import ConfigError
 from orchestrator.data import dedup
+from orchestrator.data.chat_prep import CHAT_FORMATS, process_records_partition
+from orchestrator.data.chat_records import is_chat_record
 from orchestrator.data.finalize import (canonical_fields, finalize_partition, iter_kept, pack_arrays,
                                         tokenize_partition)
 from orchestrator.data.inputs import resolve_partitions
@@ -68,6 +70,8 @@ def _stage1(parts: list[Partition], cfg: DataPrepConfig, work: Path) -> list[dic
 
 
 def _stage1_task(part: dict[str, Any], cfg: Any, work: str) -> dict[str, Any]:
+    if cfg.format in CHAT_FORMATS:  # records formats: conversations or flat fields, record by record
+        return process_records_partition(Partition(**part), cfg, work)
     return process_partition(Partition(**part), cfg, work)
 
 
@@ -105,11 +109,41 @@ def _tokenizer(cfg: DataPrepConfig, work: Path, out: Path) -> Path:
     tok_dir = work / "tokenizer"
     if (tok_dir / "done").exists():
         return tok_dir
-    names = (d.text_field,) if d.format == "pretrain" else canonical_fields(d.format)
-    texts = (str(rec[n]) for rec in iter_kept(out) for n in names)
+    texts = (t for rec in iter_kept(out) for t in _record_texts(rec, d.format, d.text_field))
     train_bpe_tokenizer(texts, d.vocab_size, tok_dir)
     (tok_dir / "done").write_text("done\n")
     return tok_dir
+
+
+def _record_texts(rec: dict[str, Any], fmt: str, text_field: str) -> list[str]:
+    """The texts of a kept record a tokenizer is trained on (every message content of a chat record)."""
+    if fmt == "pretrain":
+        return [str(rec[text_field])]
+    if is_chat_record(rec, fmt):
+        return [m["content"] for k in ("messages", "prompt", "chosen", "rejected") for m in rec.get(k) or ()]
+    return [str(rec[n]) for n in canonical_fields(fmt)]
+
+
+def _chat_tokenizer(cfg: DataPrepConfig, tok_dir: Path, work: Path, out: Path) -> Path:
+    """``tok_dir`` itself, or a copy carrying the chat template when the records hold conversations
+    (or ``data.chat_template`` is set): the tokenizer's own template, the override, else the default."""
+    from transformers import AutoTokenizer
+
+    from orchestrator.data.chat_template import ChatTemplateError, ensure_chat_template
+
+    d = cfg.data
+    if d.chat_template is None and not any(is_chat_record(r, d.format) for r in iter_kept(out)):
+        return tok_dir
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    try:
+        ensure_chat_template(tok, d.chat_template)
+    except ChatTemplateError as e:
+        raise ConfigError("data.chat_template", str(e), "use a template that renders each turn on its own and "
+                          "closes assistant turns with an end-of-turn marker (or leave it null)") from e
+    dst = work / "chat_tokenizer"
+    shutil.rmtree(dst, ignore_errors=True)
+    tok.save_pretrained(str(dst))
+    return dst
 
 
 def _build_dataset(cfg: DataPrepConfig, parts: list[Partition], work: Path, out: Path, dataset_dir: Path,
@@ -121,7 +155,8 @@ def _build_dataset(cfg: DataPrepConfig, parts: list[Partition], work: Path, out:
     d = cfg.data
     tok_dir = _tokenizer(cfg, work, out)
     if d.format != "pretrain":
-        return write_records_dataset(dataset_dir, d.format, iter_kept(out), tokenizer_dir=tok_dir, source=source)
+        return write_records_dataset(dataset_dir, d.format, iter_kept(out), tokenizer_dir=_chat_tokenizer(
+            cfg, tok_dir, work, out), source=source)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     eos = tok.eos_token_id
     if eos is None:

@@ -6,7 +6,8 @@ Layout of a dataset directory::
     tokenizer/           Hugging Face fast tokenizer (``AutoTokenizer.from_pretrained``)
     shards/*.npy         format "pretrain": [num_blocks, seq_len] token ids (uint16/uint32), memory-mapped
     records.jsonl        formats "sft" {id, prompt, response}, "preference" {id, prompt, chosen,
-                         rejected}, "prompts" {id, prompt, ...}
+                         rejected}, "prompts" {id, prompt, ...}; or in chat form, message lists:
+                         "sft" {id, messages}, "preference"/"prompts" with list-valued fields
 
 The manifest's ``digest`` is a sha256 over the format, the shape and every file's sha256, so two
 datasets with the same digest hold the same tokens (it is what MLflow lineage records).
@@ -29,6 +30,8 @@ FORMAT_VERSION = 1
 RECORD_FORMATS = ("sft", "preference", "prompts")
 REQUIRED_FIELDS = {"sft": ("prompt", "response"), "preference": ("prompt", "chosen", "rejected"),
                    "prompts": ("prompt",)}
+CHAT_FIELDS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"), "prompts": ("prompt",)}
+"""Fields of a chat record (message lists; see :mod:`orchestrator.data.chat_records`)."""
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -183,7 +186,8 @@ def write_records_dataset(
     count = 0
     with open(tmp, "w", encoding="utf-8") as f:
         for rec in records:
-            missing = [k for k in ("id", *REQUIRED_FIELDS[fmt]) if k not in rec]
+            chat = isinstance(rec.get("messages"), list) or isinstance(rec.get("prompt"), list)
+            missing = [k for k in ("id", *(CHAT_FIELDS if chat else REQUIRED_FIELDS)[fmt]) if k not in rec]
             if missing:
                 raise ValueError(f"{fmt} record {rec.get('id', count)!r} lacks {missing}")
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -101,6 +101,35 @@ def prompt_records(n: int, seed: int) -> list[dict]:
     return out
 
 
+CHAT_SYSTEM = "Answer with topic words only."
+#: Malformed conversations planted by :func:`chat_records` (``bad=True``), by the quarantine reason they get.
+BAD_CONVERSATIONS = {
+    "unknown_role": [{"role": "robot", "content": "list 2 fruit:"}, {"role": "assistant", "content": " plum"}],
+    "no_assistant": [{"role": "user", "content": "list 2 fruit:"}],
+    "empty_content": [{"role": "user", "content": "list 2 fruit:"}, {"role": "assistant", "content": "  "}],
+    "tool_without_call": [{"role": "user", "content": "list 2 fruit:"}, {"role": "tool", "content": "plum"},
+                          {"role": "assistant", "content": " plum"}],
+}
+
+
+def chat_records(n: int, seed: int, max_turns: int = 3, on_topic: float = 1.0, bad: bool = False) -> list[dict]:
+    """Multi-turn ``{id, messages}`` conversations of the task: a system message, then 1..``max_turns``
+    exchanges ``list k topic:`` / ``k`` words; every reply is scoreable with :func:`score`. ``bad`` appends
+    one record per :data:`BAD_CONVERSATIONS` entry (ids ``bad-<reason>``)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        msgs = [{"role": "system", "content": CHAT_SYSTEM}]
+        for _ in range(rng.randint(1, max_turns)):
+            prompt, topic, k = make_prompt(rng)
+            msgs += [{"role": "user", "content": prompt},
+                     {"role": "assistant", "content": sample_response(rng, topic, k, on_topic).strip()}]
+        out.append({"id": f"chat-{seed}-{i}", "messages": msgs})
+    if bad:
+        out += [{"id": f"bad-{reason}", "messages": msgs} for reason, msgs in BAD_CONVERSATIONS.items()]
+    return out
+
+
 RECORD_MAKERS = {"sft": sft_records, "preference": preference_records, "prompts": prompt_records}
 
 

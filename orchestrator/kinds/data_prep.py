@@ -35,6 +35,12 @@ def check(cfg: DataPrepConfig) -> None:
     if d.tokenizer_path is not None:
         require(Path(d.tokenizer_path).is_dir(), "data.tokenizer_path", f"{d.tokenizer_path!r} is not a directory",
                 "point to a tokenizer directory or leave it null to train one")
+    if d.chat_template is not None:
+        from orchestrator.data.chat_template import load_chat_template
+
+        require(d.format != "pretrain", "data.chat_template", "conversations exist only in records formats",
+                "set data.format=sft|preference|prompts or leave data.chat_template null")
+        load_chat_template(d.chat_template)  # ConfigError: neither Jinja text nor a file
 
 
 def lsh_detection_curve(num_bands: int, rows_per_band: int,

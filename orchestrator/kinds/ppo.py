@@ -55,6 +55,9 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import read_records
+    from transformers import AutoTokenizer
+
+    from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_prompts
     from orchestrator.rlhf.ppo import PPOController
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.tracking import job_run, lineage_tags
@@ -71,14 +74,18 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
         log.warning("model.pretrained is null: PPO starts from a randomly initialised policy (smoke run only)")
         policy = init_model_dir(cfg, tokenizer)
         critic = critic or policy
-    prompts = [r["prompt"] for r in read_records(data)]
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    prompts, chat, dropped = rollout_prompts(tok, read_records(data), cfg.model.seq_len - cfg.ppo.max_new_tokens)
+    if dropped:
+        log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
     tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.ppo.reward_model,
                         reward_fn=None if cfg.ppo.reward_model else cfg.ppo.reward_fn, dataset=str(data))
     with job_run(cfg) as tracker, ray_session(cfg.cluster):
         tracker.set_tags(tags)
         tracker.log_dataset(data, "train")
         ctl = PPOController(cfg, policy_dir=policy, critic_dir=critic or policy, reward_dir=reward,
-                            tokenizer_dir=tokenizer, prompts=prompts, tracker=tracker, env=worker_env(cfg.cluster))
+                            tokenizer_dir=tokenizer, prompts=prompts, tracker=tracker, env=worker_env(cfg.cluster),
+                            stop_ids=generation_stop_ids(tok, chat) if chat else None)
         try:
             summary = ctl.run()
             export_dir = ctl.export(out / "export") if cfg.trainer.export else None

@@ -60,6 +60,9 @@ class SFTTask(TrainTask):
     def max_prompt_tokens(self, cfg: SFTConfig) -> int:
         return cfg.sft.max_prompt_tokens
 
+    def train_on(self, cfg: SFTConfig) -> str:
+        return cfg.sft.train_on
+
     def build_model(self, ctx: WorkerContext) -> Any:
         lm = super().build_model(ctx)
         o = ctx.cfg.sft

@@ -55,13 +55,16 @@ class PPOController:
     """
 
     def __init__(self, cfg: Any, *, policy_dir: str, critic_dir: str, reward_dir: Optional[str], tokenizer_dir: str,
-                 prompts: list[str], tracker: Any, env: dict[str, str]) -> None:
+                 prompts: list[str], tracker: Any, env: dict[str, str],
+                 stop_ids: Optional[list[int]] = None) -> None:
         from transformers import AutoTokenizer
 
         self.cfg, self.p = cfg, cfg.ppo
         self.policy_dir, self.critic_dir, self.reward_dir = policy_dir, critic_dir, reward_dir
         self.tokenizer_dir, self.prompts, self.tracker, self.env = tokenizer_dir, prompts, tracker, env
         self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        # conversation prompts stop at the template's end of turn too (rlhf.chat_prompts.generation_stop_ids)
+        self.stop: int | list[int] = stop_ids if stop_ids else self.tok.eos_token_id
         self.out = Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.steplog = StepLog(self.out / "steps.jsonl")
@@ -148,10 +151,10 @@ class PPOController:
 
         g = self.groups["actor"]
         shards = shard_rows(prompts, len(g)) if len(g) > 1 else [prompts]
-        resp = ray.get([w.generate.remote(s, seed * 100003 + step, self.tok.eos_token_id, self.tok.pad_token_id)
+        resp = ray.get([w.generate.remote(s, seed * 100003 + step, self.stop, self.tok.pad_token_id)
                         for w, s in zip(g.workers, shards)])
         responses = pad_right(resp, self.tok.pad_token_id)
-        batch = sequence_batch(prompts["input_ids"], prompts["attention_mask"], responses, self.tok.eos_token_id,
+        batch = sequence_batch(prompts["input_ids"], prompts["attention_mask"], responses, self.stop,
                                self.tok.pad_token_id)
         t1 = time.perf_counter()
         self.maybe_inject_failure(step)

@@ -146,7 +146,8 @@ class PolicyRole(RoleBase):
             self.model = model
 
     @torch.no_grad()
-    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int, pad_id: int) -> torch.Tensor:
+    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int | list[int],
+                 pad_id: int) -> torch.Tensor:
         """Sampled responses [B, R] (R <= max_new_tokens) for left-padded prompts, KV cache on.
 
         The torch RNG is seeded from (``seed``, rank) right before sampling, so a recomputed step
@@ -270,8 +271,13 @@ class RewardRole(RoleBase):
         for ids, att, rmask in zip(batch["input_ids"], batch["attention_mask"], batch["response_mask"]):
             prompt_ids = ids[:P][att[:P].bool()]
             resp = ids[P:][rmask.bool()]
-            resp = resp[resp != self.tok.eos_token_id]
             prompts.append(self.tok.decode(prompt_ids))
+            if getattr(self.tok, "chat_template", None):  # the assistant turn's content, end-of-turn removed
+                from orchestrator.rlhf.chat_prompts import response_text
+
+                responses.append(response_text(self.tok, resp.tolist()))
+                continue
+            resp = resp[resp != self.tok.eos_token_id]
             responses.append(self.tok.decode(resp))
         return prompts, responses
 

@@ -19,9 +19,11 @@ from orchestrator.rlhf.kl import kl_penalty
 from orchestrator.rlhf.masked import explained_variance, masked_mean
 
 
-def response_mask(responses: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """1 on response tokens up to and including the first EOS, 0 after it."""
-    is_eos = (responses == eos_id).long()
+def response_mask(responses: torch.Tensor, eos_id: int | Sequence[int]) -> torch.Tensor:
+    """1 on response tokens up to and including the first EOS (or any of several stop ids, e.g. a chat
+    template's end-of-turn marker and EOS), 0 after it."""
+    stops = torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id), dtype=responses.dtype)
+    is_eos = torch.isin(responses, stops).long()
     after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
     return (~after_eos).float()
 
@@ -31,7 +33,7 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def sequence_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, responses: torch.Tensor,
-                   eos_id: int, pad_id: int) -> dict[str, Any]:
+                   eos_id: int | Sequence[int], pad_id: int) -> dict[str, Any]:
     """Full-sequence tensors of a rollout from left-padded prompts and generated responses."""
     rmask = response_mask(responses, eos_id)
     responses = torch.where(rmask.bool(), responses, torch.full_like(responses, pad_id))

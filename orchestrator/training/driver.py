@@ -25,7 +25,8 @@ from orchestrator.engine.checkpoint import latest_committed
 from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
 from orchestrator.runtime.ray_runtime import ray_session
 from orchestrator.tracking import config_hash, job_run, lineage_tags
-from orchestrator.training.inputs import PACKED, dataset_dir, pick_tokenizer, resolve_model
+from orchestrator.training.inputs import (PACKED, dataset_dir, ensure_job_chat_template, pick_tokenizer,
+                                          resolve_model)
 from orchestrator.training.loop import read_steps
 from orchestrator.training.task import TrainTask
 from orchestrator.training.worker import EVAL_FILE, STARTUP_FILE, WorkerArgs, train_worker
@@ -135,6 +136,8 @@ def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     if tokenizer:  # tokenizer files only (an upstream model dir also holds weights)
         tok_dir = str(out / "tokenizer")
         copy_tokenizer(tokenizer, tok_dir)
+        if not packed:
+            ensure_job_chat_template(tok_dir, data, task.data_format)
     if resume_dir is None:  # a fresh run: forget records of an earlier attempt without checkpoints
         (out / "steps.jsonl").unlink(missing_ok=True)
         (out / EVAL_FILE).unlink(missing_ok=True)

@@ -83,3 +83,40 @@ def init_model_dir(cfg: Any, tokenizer_dir: str) -> str:
         model.save_pretrained(out, safe_serialization=True)
         copy_tokenizer(tokenizer_dir, out)
     return str(out)
+
+
+def ensure_job_chat_template(tok_dir: str, data_dir: Path, fmt: str, key: str = "model.pretrained") -> bool:
+    """Give the job's tokenizer copy a chat template when the dataset holds conversations.
+
+    Precedence: the tokenizer's own template; else the dataset tokenizer's (the one ``data_prep`` chose,
+    e.g. ``data.chat_template``); else the default (:data:`~orchestrator.data.chat_template.DEFAULT_CHAT_TEMPLATE`,
+    whose control tokens are then added, so the model's embeddings grow to match). Saved in place, so the
+    export carries the template.
+
+    Returns:
+        Whether the dataset holds conversations.
+
+    Raises:
+        ConfigError: the template cannot give exact assistant masks.
+    """
+    from transformers import AutoTokenizer
+
+    from orchestrator.data.chat_records import is_chat_record
+    from orchestrator.data.chat_template import ChatTemplateError, ensure_chat_template
+    from orchestrator.data.shards import iter_records
+
+    first = next(iter_records(data_dir), None)
+    if first is None or not is_chat_record(first, fmt):
+        return False
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    template = None
+    if not getattr(tok, "chat_template", None) and has_tokenizer(data_dir / "tokenizer"):
+        template = getattr(AutoTokenizer.from_pretrained(str(data_dir / "tokenizer")), "chat_template", None)
+    try:
+        ensure_chat_template(tok, template)
+    except ChatTemplateError as e:
+        raise ConfigError(key, f"its tokenizer's chat template cannot be trained on: {e}",
+                          "use a model whose template renders each turn independently, or run data_prep with "
+                          "data.chat_template set and a model without a template of its own") from e
+    tok.save_pretrained(tok_dir)
+    return True

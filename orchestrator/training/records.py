@@ -18,6 +18,7 @@ token mean over the global batch, independent of micro-batching and of the dp sp
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 
 from orchestrator.training.sampler import StepSampler, split_heldout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,60 @@ def pack_batch(items: Sequence[Encoded], seq_len: int, pad_id: int) -> dict[str,
     return {"input_ids": ids, "attention_mask": att, "position_ids": pos, "loss_mask": loss}
 
 
-def encode_records(tok: Any, records: Sequence[dict], fmt: str, seq_len: int, max_prompt_tokens: int) -> list[Any]:
-    """``Encoded`` per sft record, ``(chosen, rejected)`` per preference record."""
+def is_chat(record: dict) -> bool:
+    """Whether a records-dataset record is in canonical chat form (``messages`` / message-list fields)."""
+    return isinstance(record.get("messages"), list) or isinstance(record.get("prompt"), list)
+
+
+def _encode_chat(tok: Any, r: dict, fmt: str, seq_len: int, train_on: str) -> Any:
+    """``(Encoded or (chosen, rejected), oldest turns dropped)`` of a canonical chat record; None when it
+    cannot fit."""
+    from orchestrator.data.chat import tokenize_conversation, tokenize_preference
+
     if fmt == "sft":
-        return [encode_pair(tok, r["prompt"], r["response"], seq_len, max_prompt_tokens) for r in records]
-    return [(encode_pair(tok, r["prompt"], r["chosen"], seq_len, max_prompt_tokens),
-             encode_pair(tok, r["prompt"], r["rejected"], seq_len, max_prompt_tokens)) for r in records]
+        ex = tokenize_conversation(tok, r["messages"], seq_len, train_on, r.get("id"))
+        return None if ex is None else (Encoded(ex["input_ids"], ex["loss_mask"]), ex["num_turns_dropped"])
+    pair = tokenize_preference(tok, r["prompt"], r["chosen"], r["rejected"], seq_len, r.get("id"))
+    if pair is None:
+        return None
+    return tuple(Encoded(e["input_ids"], e["loss_mask"]) for e in pair), pair[0]["num_turns_dropped"]
+
+
+def encode_records(tok: Any, records: Sequence[dict], fmt: str, seq_len: int, max_prompt_tokens: int,
+                   train_on: str = "all_assistant", counts: Optional[dict[str, int]] = None) -> list[Any]:
+    """``Encoded`` per sft record, ``(chosen, rejected)`` per preference record.
+
+    Flat records (string ``prompt``/``response``/``chosen``/``rejected``) are encoded by
+    :func:`encode_pair`. Chat records (``messages``, or message-list ``prompt``/``chosen``/``rejected``)
+    are rendered with the tokenizer's chat template, loss on assistant tokens only (``train_on``); a
+    conversation that cannot fit ``seq_len`` even without its oldest turns is dropped.
+
+    Args:
+        counts: filled with ``chat`` (chat records seen), ``dropped_too_long`` and ``turns_dropped``.
+    """
+    out: list[Any] = []
+    stats = {"chat": 0, "dropped_too_long": 0, "turns_dropped": 0}
+    for r in records:
+        if not is_chat(r):
+            if fmt == "sft":
+                out.append(encode_pair(tok, r["prompt"], r["response"], seq_len, max_prompt_tokens))
+            else:
+                out.append((encode_pair(tok, r["prompt"], r["chosen"], seq_len, max_prompt_tokens),
+                            encode_pair(tok, r["prompt"], r["rejected"], seq_len, max_prompt_tokens)))
+            continue
+        stats["chat"] += 1
+        enc = _encode_chat(tok, r, fmt, seq_len, train_on)
+        if enc is None:
+            stats["dropped_too_long"] += 1
+        else:
+            out.append(enc[0])
+            stats["turns_dropped"] += enc[1]
+    if stats["dropped_too_long"]:
+        log.warning("%d of %d conversations do not fit seq_len=%d even without their oldest turns: dropped",
+                    stats["dropped_too_long"], stats["chat"], seq_len)
+    if counts is not None:
+        counts.update(stats)
+    return out
 
 
 def collate(items: Sequence[Any], fmt: str, pad_id: int, seq_len: int, packing: bool) -> dict[str, torch.Tensor]:

@@ -55,13 +55,31 @@ class TrainTask:
         """Prompt tokens kept (left-truncated) when records are encoded."""
         return cfg.model.seq_len // 2
 
+    def train_on(self, cfg: Any) -> str:
+        """Which assistant messages of a conversation record carry loss (see ``sft.train_on``)."""
+        return "all_assistant"
+
     def build_model(self, ctx: WorkerContext) -> Any:
-        """The module the engine trains: ``model.*`` from ``ctx.model_dir`` weights (or random init)."""
+        """The module the engine trains: ``model.*`` from ``ctx.model_dir`` weights (or random init).
+
+        When the tokenizer outgrew the embeddings (a chat template's control tokens were added to it),
+        the embeddings are resized to ``len(tokenizer)`` (new rows initialised like the others, seeded).
+        With a chat template, generation stops at its end-of-turn marker (saved in the export's
+        ``generation_config.json``).
+        """
         from orchestrator.models.build import build_causal_lm
 
         model_cfg = ctx.cfg.model if ctx.model_dir else dataclasses.replace(ctx.cfg.model, pretrained=None)
-        return build_causal_lm(model_cfg, ctx.cfg.trainer.seed, special_ids=ctx.special_ids,
-                               local_pretrained_dir=ctx.model_dir)
+        lm = build_causal_lm(model_cfg, ctx.cfg.trainer.seed, special_ids=ctx.special_ids,
+                             local_pretrained_dir=ctx.model_dir)
+        if ctx.tokenizer is not None and len(ctx.tokenizer) > lm.get_input_embeddings().num_embeddings:
+            lm.resize_token_embeddings(len(ctx.tokenizer), mean_resizing=False)
+        if ctx.tokenizer is not None and getattr(ctx.tokenizer, "chat_template", None):
+            from orchestrator.data.chat_template import stop_token_ids
+
+            # the export's generate() then stops at the end of the assistant turn, not only at EOS
+            lm.generation_config.eos_token_id = stop_token_ids(ctx.tokenizer)
+        return lm
 
     def objective(self, ctx: WorkerContext) -> Objective:
         raise NotImplementedError

@@ -86,8 +86,12 @@ def _records_data(args: WorkerArgs, ctx: WorkerContext) -> tuple[Any, list]:
     ctx.tokenizer = tok
     ctx.special_ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
                        "eos_token_id": tok.eos_token_id}
+    counts: dict[str, int] = {}
     ctx.encoded = encode_records(tok, read_records(args.dataset_dir), fmt, cfg.model.seq_len,
-                                 args.task.max_prompt_tokens(cfg))
+                                 args.task.max_prompt_tokens(cfg), args.task.train_on(cfg), counts)
+    if counts["chat"] and ctx.rank == 0:
+        log.info("%d conversations: %d dropped (too long for seq_len), %d oldest turns cut to fit",
+                 counts["chat"], counts["dropped_too_long"], counts["turns_dropped"])
     packing = bool(getattr(getattr(cfg, "sft", None), "packing", False))
     source, eval_idx = make_source(ctx.encoded, load_manifest(args.dataset_dir)["digest"], cfg, plan, ctx.dp_rank,
                                    fmt, tok.pad_token_id, packing)
