@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -224,26 +223,27 @@ class JobTracker:
         return register_model_dir(self.client, self.run_id, model_dir, name, tags or {})
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow's UI opens an experiment in its model-training view (runs, metrics, models) with this tag,
+in its GenAI view (traces, evaluation runs) without it."""
+
+
 def ensure_experiment(client, cfg: JobConfig) -> str:
-    """Get or create the experiment; local stores keep artifacts beside the database."""
+    """Get or create the experiment (tagged for the model-training view); local stores keep artifacts
+    beside the database."""
     name = cfg.tracking.experiment
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifact_location = None
-    if _is_local_store(cfg.tracking.uri or ""):
-        artifact_location = (Path(cfg.workspace) / "mlartifacts" / name).resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # created concurrently
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def with_parent(cfg: JobConfig, parent_run_id: str) -> JobConfig:
-    """Copy of ``cfg`` whose run nests under ``parent_run_id``."""
-    return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, parent_run_id=parent_run_id))
-
-
+    if exp is None:
+        artifact_location = None
+        if _is_local_store(cfg.tracking.uri or ""):
+            artifact_location = (Path(cfg.workspace) / "mlartifacts" / name).resolve().as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+        except Exception:  # created concurrently
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in EXPERIMENT_KIND.items():  # experiments made by earlier versions get the tag too
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id

@@ -31,6 +31,8 @@ def test_run_lifecycle_resume_and_idempotent_metrics(cfg):
     assert run.info.status == "FINISHED"
     assert run.data.tags["job_kind"] == "pretrain" and run.data.tags["team"] == "ml"
     assert run.data.params["trainer.max_steps"] == "20"
+    # the UI opens the experiment in its model-training view, not the GenAI one
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     # the same run directory resumes into the same run; replayed steps are not written twice
     with JobTracker.start(cfg) as tr2:
         assert tr2.resumed and tr2.run_id == run_id
