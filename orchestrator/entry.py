@@ -35,10 +35,13 @@ def execute(cfg: JobConfig) -> Any:
     if cfg.dry_run:
         print(dry_run_text(cfg))
         return None
-    from orchestrator.core.console import quiet_libraries
+    from pathlib import Path
+
+    from orchestrator.core.console import capture, quiet_libraries
 
     quiet_libraries()
-    return kinds.run(cfg)
+    with capture(Path(cfg.output_dir) / "logs" / "orchestrator.log"):
+        return kinds.run(cfg)
 
 
 def fail(exc: ConfigError) -> None:

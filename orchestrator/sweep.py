@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from orchestrator import kinds
 from orchestrator.config.errors import ConfigError
+from orchestrator.core.console import say
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
@@ -83,7 +84,7 @@ def run_sweep(kind: str, overrides: Sequence[str]) -> dict[str, Any]:
 
 
 def _run_points(kind: str, points: list[tuple[list[str], Any]]) -> dict[str, Any]:
-    from orchestrator.core.console import quiet_libraries
+    from orchestrator.core.console import capture, quiet_libraries
     from orchestrator.pipeline.summary import key_metric
     from orchestrator.runtime.ray_runtime import ray_session
     from orchestrator.tracking import job_run
@@ -95,14 +96,15 @@ def _run_points(kind: str, points: list[tuple[list[str], Any]]) -> dict[str, Any
     parent_cfg = dataclasses.replace(first, run_name=name, output_dir=f"{first.workspace}/{name}")
     rows: list[dict[str, Any]] = []
     t0 = time.time()
-    with job_run(parent_cfg, extra_tags={"sweep": kind, "sweep_points": str(len(points))}) as parent, \
+    with capture(f"{parent_cfg.output_dir}/logs/orchestrator.log"), \
+            job_run(parent_cfg, extra_tags={"sweep": kind, "sweep_points": str(len(points))}) as parent, \
             ray_session(first.cluster):
         for i, (point, cfg) in enumerate(points, 1):
             tracking = dataclasses.replace(cfg.tracking, parent_run_id=parent.run_id,
                                            tags={**cfg.tracking.tags, "sweep_point": " ".join(point)})
             cfg = dataclasses.replace(cfg, tracking=tracking)
             cfg.freeze()
-            print(f"[{i}/{len(points)}] {cfg.run_name}: running", flush=True)
+            say(f"[{i}/{len(points)}] {cfg.run_name}: running")
             start = time.time()
             try:
                 result, status = dict(spec.run(cfg) or {}), "FINISHED"
@@ -114,8 +116,8 @@ def _run_points(kind: str, points: list[tuple[list[str], Any]]) -> dict[str, Any
         table = format_table(rows)
         parent.log_dict({"kind": kind, "points": rows}, "sweep_summary.json")
         parent.log_text(table, "sweep_summary.md")
-    print(table, flush=True)
-    print(f"sweep of {len(points)} points in {time.time() - t0:.0f}s", flush=True)
+    say(table)
+    say(f"sweep of {len(points)} points in {time.time() - t0:.0f}s")
     if any(r["status"] == "FAILED" for r in rows):
         raise SystemExit(1)
     return {"points": rows, "parent_run_id": parent.run_id}

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
+from orchestrator.core.console import say
 from orchestrator.engine.checkpoint import committed_tags, is_committed, latest_committed, read_trainer_state
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def check_schedule(saved: dict[str, Any], cfg: TrainJobConfig, step: int) -> Opt
     if cfg.trainer.strict_schedule:
         raise ConfigError(changed[0], text, f"set {changed[0]}={saved[changed[0]]!r}, or trainer.strict_schedule=false")
     log.warning("%s", text)
-    print(f"warning: {text}", flush=True)
+    say(f"warning: {text}")
     return text
 
 

@@ -53,6 +53,7 @@ def plan(cfg: PPOConfig) -> dict[str, Any]:
 
 def run(cfg: PPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
+    from orchestrator.core.console import StepProgress
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import read_records
     from transformers import AutoTokenizer
@@ -87,7 +88,8 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
                             tokenizer_dir=tokenizer, prompts=prompts, tracker=tracker, env=worker_env(cfg.cluster),
                             stop_ids=generation_stop_ids(tok, chat) if chat else None)
         try:
-            summary = ctl.run()
+            with StepProgress("ppo", out / "steps.jsonl", cfg.trainer.max_steps):
+                summary = ctl.run()
             export_dir = ctl.export(out / "export") if cfg.trainer.export else None
             fingerprint = ctl.fingerprints()["actor"]
         finally:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import JobConfig
 from orchestrator.config.pipeline import StageConfig
+from orchestrator.core.console import say
 from orchestrator.pipeline.markers import read_valid_marker, write_marker
 from orchestrator.pipeline.summary import format_summary, key_metric, mlflow_ui_hint
 from orchestrator.pipeline.wiring import upstream_model_tag, wired_keys, wiring_overrides
@@ -108,12 +109,12 @@ def run_pipeline(cfg: Any, kinds: Kinds) -> dict[str, Any]:
                     digests = {k: v["digest"] for k, v in marker["outputs"].items()}
                     records[stage.name] = {"outputs": outputs, "result": result, "digests": digests}
                     rows.append(_row(stage, spec, "SKIPPED", 0.0, result))
-                    print(f"{prefix}: already complete, skipped", flush=True)
+                    say(f"{prefix}: already complete, skipped")
                     continue
                 if not ray_started:
                     stack.enter_context(ray_session(cfg.cluster))
                     ray_started = True
-                print(f"{prefix}: running", flush=True)
+                say(f"{prefix}: running")
                 t0 = time.time()
                 try:
                     result = dict(spec.run(stage_cfg) or {})
@@ -130,16 +131,16 @@ def run_pipeline(cfg: Any, kinds: Kinds) -> dict[str, Any]:
                 digests = {k: v["digest"] for k, v in marker["outputs"].items()}
                 records[stage.name] = {"outputs": outputs, "result": result, "digests": digests}
                 rows.append(_row(stage, spec, "FINISHED", time.time() - t0, result))
-                print(f"{prefix}: done in {time.time() - t0:.1f}s ({rows[-1]['key_metric']})", flush=True)
+                say(f"{prefix}: done in {time.time() - t0:.1f}s ({rows[-1]['key_metric']})")
         finally:
             summary = {"pipeline": cfg.pipeline.name, "run_id": parent.run_id, "stages": rows,
                        "duration_s": round(time.time() - t_start, 2)}
             parent.log_dict(summary, "pipeline_summary.json")
             parent.log_text(format_summary(summary), "pipeline_summary.md")
-    print(format_summary(summary), flush=True)
+    say(format_summary(summary))
     hint = mlflow_ui_hint(cfg.tracking.uri or "")
     if hint:
-        print(hint, flush=True)
+        say(hint)
     return summary
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.plan import make_train_plan
-from orchestrator.core.console import verbose
+from orchestrator.core.console import StepProgress, say, verbose
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
 from orchestrator.core.timing import Phases, one_line
 from orchestrator.engine.checkpoint import latest_committed
@@ -111,9 +111,8 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
         run_id = tracker.run_id
         startup = _startup_metrics(Path(cfg.output_dir), phases)
         tracker.log_metrics(startup, 0)
-    print(f"{cfg.kind}: first step after {startup.get('startup.to_first_step_s', 0):.1f}s of start-up ("
-          f"{one_line({k[8:-2]: v for k, v in startup.items() if k not in ('startup.to_first_step_s', 'startup.train_loop_s')}, 5)})",
-          flush=True)
+    say(f"{cfg.kind}: first step after {startup.get('startup.to_first_step_s', 0):.1f}s of start-up ("
+        f"{one_line({k[8:-2]: v for k, v in startup.items() if k not in ('startup.to_first_step_s', 'startup.train_loop_s')}, 5)})")
     return {**_result(cfg, Path(cfg.output_dir), run_id, prepared["export_dir"], version, prepared["resume_dir"],
                       time.time() - t0), "startup": startup}
 
@@ -166,7 +165,7 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
     (Path(cfg.output_dir) / STARTUP_FILE).unlink(missing_ok=True)
     phases.add("fit_start_time", time.time())  # a timestamp, replaced by worker_group below
     try:
-        with phases.phase("fit"):
+        with phases.phase("fit"), StepProgress(cfg.kind, Path(cfg.output_dir) / "steps.jsonl", cfg.trainer.max_steps):
             fit_worker_group(cfg, train_worker, {"args": args})
     finally:
         (Path(cfg.output_dir) / "checkpoints" / f".started_{args.attempt_id}").unlink(missing_ok=True)
@@ -216,8 +215,8 @@ def _result(cfg: Any, out: Path, run_id: Optional[str], export_dir: Optional[str
     if steps:
         last = max(steps)
         ppl = f", eval ppl {eval_metrics['eval_ppl']:.2f}" if "eval_ppl" in eval_metrics else ""
-        print(f"{cfg.kind} finished: step {last}, loss {steps[last]['loss']:.4f}{ppl}; checkpoint {ckpt}; "
-              f"export {export_dir}; MLflow run {run_id}", flush=True)
+        say(f"{cfg.kind} finished: step {last}, loss {steps[last]['loss']:.4f}{ppl}; checkpoint {ckpt}; "
+            f"export {export_dir}; MLflow run {run_id}")
     return {"run_id": run_id, "output_dir": str(out), "export_dir": export_dir,
             "checkpoint_dir": str(ckpt) if ckpt else None, "resumed_from": str(resume_dir) if resume_dir else None,
             "losses": {k: s["loss"] for k, s in steps.items()}, "eval": eval_metrics, "model_version": version,
