@@ -56,6 +56,26 @@ def test_every_stage_is_a_finished_child_run_with_metrics(finished):
     assert "Open the MLflow UI:  mlflow ui --backend-store-uri sqlite:///" in res.stdout
 
 
+LIBRARY_LINES = ("Reporting training result", "built successfully", "Loading weights", "Writing model shards",
+                 "core_worker.cc", "PreemptionWatcher", "RayTrainWorker pid=", "Warning:", "INFO ", "[INFO]")
+
+
+def test_console_shows_progress_and_summary_and_keeps_library_output_in_the_log(finished):
+    ws, res, _ = finished
+    console = (res.stdout + res.stderr).splitlines()
+    assert not [ln for ln in console if any(s in ln for s in LIBRARY_LINES)]
+    log = Path(console[0].removeprefix("logs: "))  # the log file's path comes first
+    assert console[0].startswith("logs: ") and log.is_file()
+    assert "RayTrainWorker" in log.read_text() or "ray" in log.read_text().lower()  # library output kept there
+    for i, stage in enumerate(STAGES, 1):
+        start = console.index(f"[{i}/5] {stage} ({stage}): running")
+        done = next(j for j, ln in enumerate(console) if ln.startswith(f"[{i}/5] {stage} ({stage}): done in "))
+        seconds = float(console[done].split("done in ")[1].split("s")[0])
+        assert done - start - 1 <= 4 + seconds / 15, console[start:done + 1]  # periodic lines, no flood
+    header = next(j for j, ln in enumerate(console) if ln.split()[:3] == ["stage", "kind", "status"])
+    assert all(console[header + 1 + i].split()[:3] == [s, s, "FINISHED"] for i, s in enumerate(STAGES, 1))
+
+
 def test_lineage_from_ppo_model_back_to_the_dataset_digest(finished):
     ws, _, _ = finished
     client = _client(ws)
