@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 """What makes a Hugging Face fast tokenizer directory (the chat template file when the tokenizer has one)."""
@@ -42,3 +44,23 @@ def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
         f = Path(src) / name
         if f.is_file():
             shutil.copy2(f, Path(dst) / name)
+
+
+def build_once(target: str | Path, build: Callable[[Path], None], done_marker: str = "manifest.json") -> Path:
+    """``target`` built by ``build(tmp_dir)`` in a temporary sibling and renamed into place, unless it
+    already holds ``done_marker``: concurrent callers never see half of it, and the first to finish wins
+    (the others' identical builds are dropped)."""
+    target = Path(target)
+    if (target / done_marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first; theirs is identical
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

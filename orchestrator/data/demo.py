@@ -7,15 +7,13 @@ arithmetic), so a tiny model's loss falls visibly within a few dozen steps.
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from orchestrator.core.files import build_once
 from orchestrator.data.shards import MANIFEST, write_packed_dataset
 
 ADJECTIVES = ["small", "quiet", "bright", "old", "green", "careful", "happy", "heavy", "gentle", "clever"]
@@ -66,13 +64,9 @@ def ensure_demo_dataset(workspace: str | Path, seq_len: int = 64, vocab_size: in
 
     from orchestrator.data.tokenizer import train_bpe_tokenizer
 
-    root = Path(workspace) / "demo_data"
-    target = root / f"pretrain-s{seq_len}-v{vocab_size}-seed{seed}-n{num_docs}"
-    if (target / MANIFEST).exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-    try:
+    target = Path(workspace) / "demo_data" / f"pretrain-s{seq_len}-v{vocab_size}-seed{seed}-n{num_docs}"
+
+    def build(tmp: Path) -> None:
         docs = list(demo_documents(num_docs, seed))
         tok_dir = train_bpe_tokenizer(docs, vocab_size, tmp / "tokenizer")
         tok = AutoTokenizer.from_pretrained(tok_dir)
@@ -82,10 +76,5 @@ def ensure_demo_dataset(workspace: str | Path, seq_len: int = 64, vocab_size: in
             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
             tokenizer_dir=tok_dir, source={"generator": "orchestrator.data.demo", "seed": seed, "num_docs": num_docs},
         )
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first; theirs is identical
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return build_once(target, build, MANIFEST)

@@ -154,36 +154,23 @@ def ensure_task_dataset(workspace: str | Path, fmt: str, num_records: int = 2000
     directory and renamed into place, so concurrent callers never see half a dataset.
     """
     import hashlib
-    import os
     import shutil
-    import tempfile
 
+    from orchestrator.core.files import build_once, copy_tokenizer
     from orchestrator.data.shards import MANIFEST, write_records_dataset
     from orchestrator.data.tokenizer import train_bpe_tokenizer
 
     tok_key = hashlib.sha256(str(Path(tokenizer_dir).resolve()).encode()).hexdigest()[:8] if tokenizer_dir else "own"
-    root = Path(workspace) / "demo_data"
-    target = root / f"task-{fmt}-n{num_records}-seed{seed}-tok{tok_key}"
-    if (target / MANIFEST).exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-    try:
+    target = Path(workspace) / "demo_data" / f"task-{fmt}-n{num_records}-seed{seed}-tok{tok_key}"
+
+    def build(tmp: Path) -> None:
+        tok = tmp / "tokenizer_src"
         if tokenizer_dir:  # tokenizer files only: a model directory also holds its weights
-            tok = tmp / "tokenizer_src"
-            tok.mkdir()
-            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                if (Path(tokenizer_dir) / name).is_file():
-                    shutil.copy2(Path(tokenizer_dir) / name, tok / name)
+            copy_tokenizer(tokenizer_dir, tok)
         else:
-            tok = train_bpe_tokenizer(list(tokenizer_corpus()) * 4, vocab_size, tmp / "tokenizer_src")
+            train_bpe_tokenizer(list(tokenizer_corpus()) * 4, vocab_size, tok)
         write_records_dataset(tmp, fmt, records(fmt, num_records, seed), tokenizer_dir=tok,
                               source={"generator": "orchestrator.data.task", "seed": seed})
-        shutil.rmtree(tmp / "tokenizer_src", ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first; theirs is identical
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        shutil.rmtree(tok, ignore_errors=True)
+
+    return build_once(target, build, MANIFEST)
