@@ -36,17 +36,29 @@ QUIET_ENV = {
 }
 
 
+# Applied whether verbose or not (they change no output): no telemetry threads or network calls at
+# start-up and exit (MLflow's telemetry client fetches a config and joins its threads at exit; the
+# machine may be offline).
+LEAN_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+
 def verbose() -> bool:
     return os.environ.get("ORCHESTRATOR_VERBOSE", "") not in ("", "0", "false")
 
 
 def quiet_env() -> dict[str, str]:
-    """Environment for worker processes (empty when verbose)."""
-    return {} if verbose() else dict(QUIET_ENV)
+    """Environment for worker processes (only :data:`LEAN_ENV` when verbose)."""
+    return dict(LEAN_ENV) if verbose() else {**LEAN_ENV, **QUIET_ENV}
 
 
 def quiet_libraries() -> None:
-    """Silence library warnings and INFO logs in this process (no-op when verbose)."""
+    """Silence library warnings and INFO logs in this process (only :data:`LEAN_ENV` when verbose)."""
+    for key, value in LEAN_ENV.items():
+        os.environ.setdefault(key, value)
     if verbose():
         return
     for key, value in QUIET_ENV.items():

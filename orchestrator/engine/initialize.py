@@ -3,6 +3,7 @@
 Public API:
     init_engine(model, cfg, plan, *, max_steps=None, lr=None) -> deepspeed.DeepSpeedEngine
     setup_accelerator_env(use_gpu) -> None
+    prepare_deepspeed(use_gpu) -> None      (before anything calls ``deepspeed.init_distributed``)
 """
 
 from __future__ import annotations
@@ -18,10 +19,53 @@ from orchestrator.engine.ds_config import build_ds_config
 from orchestrator.engine.optim import make_optimizer, make_scheduler
 
 
+# DeepSpeed ops that a CPU training run never calls but that DeepSpeed would JIT-compile anyway.
+_UNUSED_CPU_OPS = ("deepspeed_shm_comm", "deepspeed_ccl_comm")
+
+
 def setup_accelerator_env(use_gpu: bool) -> None:
     """DeepSpeed picks its accelerator at first import: force ``cpu`` for CPU runs."""
     if not use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+class _LazyCompatibleOps(dict):
+    """``deepspeed.ops.__compatible_ops__`` with our entries set and the others probed on first lookup
+    (DeepSpeed's own probe checks every op builder, compiler subprocesses included, to answer one key)."""
+
+    def __missing__(self, name: str) -> bool:
+        from deepspeed.ops.op_builder.all_ops import ALL_OPS
+        from deepspeed.ops.op_builder.builder import probe_is_compatible
+
+        builder = ALL_OPS.get(name)
+        self[name] = bool(builder is not None and probe_is_compatible(builder))
+        return self[name]
+
+    def get(self, name: str, default: object = None) -> object:  # dict.get bypasses __missing__
+        return self[name]
+
+
+def prepare_deepspeed(use_gpu: bool) -> None:
+    """Set the accelerator and, on CPU, keep DeepSpeed from JIT-compiling its shared-memory all-reduce op.
+
+    ``deepspeed.init_distributed`` builds ``deepspeed_shm_comm`` with the system C++ compiler in every
+    process (about a minute per build on a 2-core machine; the ``torch_extensions`` cache is rebuilt
+    whenever another process's build command differs, and processes queue on its lock). The op only
+    serves ``inference_all_reduce`` (AutoTP layers in inference mode), for which DeepSpeed falls back to
+    ``torch.distributed.all_reduce`` (gloo) when the op is unavailable: the same sum, so training, eval
+    and exports are unaffected. Idempotent; call before the first ``deepspeed.init_distributed``.
+    """
+    setup_accelerator_env(use_gpu)
+    if use_gpu:
+        return
+    import deepspeed.ops
+
+    table = vars(deepspeed.ops).get("__compatible_ops__")
+    if not isinstance(table, dict):  # not probed yet: install ours instead of DeepSpeed's full probe
+        table = _LazyCompatibleOps()
+        deepspeed.ops.__compatible_ops__ = table
+    for name in _UNUSED_CPU_OPS:
+        table[name] = False
 
 
 def init_engine(model: torch.nn.Module, cfg: TrainJobConfig, plan: TrainPlan, *, max_steps: Optional[int] = None,
@@ -41,7 +85,7 @@ def init_engine(model: torch.nn.Module, cfg: TrainJobConfig, plan: TrainPlan, *,
     Returns:
         the engine; ``engine.optimizer`` and ``engine.lr_scheduler`` are set.
     """
-    setup_accelerator_env(cfg.cluster.use_gpu)
+    prepare_deepspeed(cfg.cluster.use_gpu)
     import deepspeed
 
     if cfg.parallel.activation_checkpointing and hasattr(model, "gradient_checkpointing_enable"):

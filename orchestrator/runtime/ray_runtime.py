@@ -9,8 +9,17 @@ from typing import Iterator
 
 from orchestrator.config.cluster import ClusterConfig
 from orchestrator.core.console import quiet_env, verbose
+from orchestrator.core.dist import free_port
 
 log = logging.getLogger(__name__)
+
+# A private in-process Ray lives and dies with this one job on this one machine: Ray Train's services
+# for long-lived clusters only cost start-up time and CPU there (each is one more Python process).
+LOCAL_RAY_ENV = {
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # watches for nodes being drained: there are no other nodes
+    "RAY_TRAIN_METRICS_ENABLED": "0",  # Prometheus gauges nobody scrapes on a private Ray
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage report thread (the machine may be offline anyway)
+}
 
 
 def worker_env(cluster: ClusterConfig) -> dict[str, str]:
@@ -23,6 +32,8 @@ def worker_env(cluster: ClusterConfig) -> dict[str, str]:
     if not cluster.use_gpu:
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed would otherwise probe for CUDA and fail
         env["OMP_NUM_THREADS"] = str(cluster.cpus_per_worker)
+    if cluster.address is None:
+        env.update(LOCAL_RAY_ENV)
     env.update(quiet_env())
     env.update(cluster.env)
     return env
@@ -52,14 +63,19 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         os.environ.setdefault(key, value)  # the driver builds models and data too
     runtime_env = {"env_vars": env}
     if cluster.address is None:
+        # The dashboard serves the State API that Ray Train's placement-group cleaner (an actor) polls; it
+        # binds 127.0.0.1 and sits behind the same token auth. The cleaner finds it through
+        # RAY_API_SERVER_ADDRESS: left to discover "the" local Ray it fails (and its thread dies with a
+        # traceback on the console) whenever another Ray runs on the machine (parallel tests, a second job).
+        dashboard_port = free_port()
+        runtime_env = {"env_vars": {**env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}}
         ray.init(
             address="local",
             num_cpus=local_num_cpus(cluster),
             num_gpus=None if cluster.use_gpu else 0,
-            # The dashboard serves the State API that Ray Train's placement-group cleaner polls; it
-            # binds 127.0.0.1 and sits behind the same token auth.
             include_dashboard=True,
             dashboard_host="127.0.0.1",
+            dashboard_port=dashboard_port,
             runtime_env=runtime_env,
             logging_level=logging.WARNING,
             log_to_driver=True,

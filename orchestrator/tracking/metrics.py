@@ -15,13 +15,14 @@ class MetricsLogger:
 
     * Idempotent: a (key, step) already in the run is never written again, so a resumed or
       recovered job that replays steps leaves exactly one point per step.
-    * Never blocks or kills training: the training loop only appends to a bounded buffer; a
-      background thread writes it. While the tracking server is unreachable (the MLflow client
+    * Never blocks or kills training: the training loop only appends plain tuples to a bounded buffer;
+      a background thread writes it (and is the only one that talks to the store: it reads each key's
+      history once, to skip steps already there, and imports MLflow when the client is built lazily). While the tracking server is unreachable (the MLflow client
       itself retries for minutes) points stay buffered, a warning is printed once, and writing
       resumes when the server is back.
 
     Args:
-        client: an ``mlflow.MlflowClient``.
+        client: an ``mlflow.MlflowClient`` (or None with ``tracking_uri``: built on first write).
         run_id: the run to log into.
         flush_every: buffered points that trigger a background flush.
         flush_interval_s: seconds after which a non-empty buffer is flushed anyway.
@@ -29,14 +30,16 @@ class MetricsLogger:
     """
 
     def __init__(self, client, run_id: str, flush_every: int = 50, flush_interval_s: float = 5.0,
-                 max_buffer: int = 100_000) -> None:
-        self.client = client
+                 max_buffer: int = 100_000, tracking_uri: Optional[str] = None) -> None:
+        assert client is not None or tracking_uri, "a client or a tracking URI"
+        self._client = client
+        self._tracking_uri = tracking_uri
         self.run_id = run_id
         self.flush_every = flush_every
         self.flush_interval_s = flush_interval_s
         self.max_buffer = max_buffer
-        self._buffer: list = []
-        self._seen: dict[str, set[int]] = {}
+        self._buffer: list[tuple[str, float, int, int]] = []  # (key, value, timestamp_ms, step)
+        self._seen: dict[str, set[int]] = {}  # steps in the store per key (history read once per key)
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._last_flush = time.monotonic()
@@ -46,35 +49,32 @@ class MetricsLogger:
 
     @classmethod
     def from_run(cls, tracking_uri: str, run_id: str, **kwargs) -> "MetricsLogger":
-        """A logger for code that has only the URI and run id (e.g. rank 0 inside a Ray worker)."""
-        from mlflow import MlflowClient
+        """A logger for code that has only the URI and run id (e.g. rank 0 inside a Ray worker). MLflow is
+        imported and the client built by the background writer, off the training loop's first steps."""
+        return cls(None, run_id, tracking_uri=tracking_uri, **kwargs)
 
-        return cls(MlflowClient(tracking_uri=tracking_uri), run_id, **kwargs)
+    @property
+    def client(self):
+        """The ``MlflowClient`` (built on first use when the logger was made from a URI)."""
+        if self._client is None:
+            from mlflow import MlflowClient
 
-    def _logged_steps(self, key: str) -> set[int]:
-        if key not in self._seen:
-            try:
-                self._seen[key] = {m.step for m in self.client.get_metric_history(self.run_id, key)}
-            except Exception as exc:  # unreachable: assume nothing logged for this key yet
-                log.debug("metric history for %s unavailable: %s", key, exc)
-                self._seen[key] = set()
-        return self._seen[key]
+            self._client = MlflowClient(tracking_uri=self._tracking_uri)
+        return self._client
+
+    @client.setter
+    def client(self, client) -> None:
+        self._client = client
 
     def log(self, metrics: Mapping[str, float], step: int, timestamp_ms: Optional[int] = None) -> None:
         """Queue ``metrics`` for ``step``; a background flush starts when the buffer is full or old."""
-        from mlflow.entities import Metric
-
         ts = timestamp_ms or int(time.time() * 1000)
         points = []
-        for key, value in metrics.items():
-            if value is None:
-                continue
-            steps = self._logged_steps(key)
-            if step in steps:
-                continue
-            steps.add(step)
-            points.append(Metric(key=key, value=float(value), timestamp=ts, step=int(step)))
         with self._lock:
+            for key, value in metrics.items():
+                if value is None or int(step) in self._seen.get(key, ()):
+                    continue
+                points.append((key, float(value), ts, int(step)))
             self._buffer.extend(points)
             if len(self._buffer) > self.max_buffer:
                 dropped = len(self._buffer) - self.max_buffer
@@ -90,6 +90,22 @@ class MetricsLogger:
         self._thread = threading.Thread(target=self._drain, name="mlflow-metrics", daemon=True)
         self._thread.start()
 
+    def _fresh(self, chunk: list[tuple[str, float, int, int]]) -> list[tuple[str, float, int, int]]:
+        """The points of ``chunk`` whose (key, step) is neither in the store nor earlier in the chunk.
+        Reads a key's history from the store the first time the key is written (raises if unreachable)."""
+        for key in {p[0] for p in chunk} - set(self._seen):
+            history = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+            with self._lock:
+                self._seen.setdefault(key, history)
+        out, taken = [], set()
+        for point in chunk:
+            key, step = point[0], point[3]
+            if step in self._seen[key] or (key, step) in taken:
+                continue
+            taken.add((key, step))
+            out.append(point)
+        return out
+
     def _drain(self) -> bool:
         """Write everything buffered; on failure keep it and schedule a retry. Returns success."""
         while True:
@@ -99,7 +115,12 @@ class MetricsLogger:
                 self._last_flush = time.monotonic()
                 return True
             try:
-                self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+                fresh = self._fresh(chunk)
+                if fresh:
+                    from mlflow.entities import Metric
+
+                    self.client.log_batch(self.run_id, synchronous=True,
+                                          metrics=[Metric(key=k, value=v, timestamp=ts, step=st) for k, v, ts, st in fresh])
             except Exception as exc:
                 self._failures += 1
                 self._next_retry = time.monotonic() + min(60.0, 2.0 ** self._failures)
@@ -109,6 +130,8 @@ class MetricsLogger:
                 return False
             with self._lock:
                 del self._buffer[: len(chunk)]
+                for key, _, _, step in fresh:
+                    self._seen[key].add(step)
             self._failures = 0
             if self._warned:
                 log.warning("MLflow reachable again: buffered metrics written")

@@ -85,7 +85,10 @@ class JobTracker:
         """
         from mlflow import MlflowClient
 
+        from orchestrator.tracking.store import prepare_local_store
+
         assert cfg.tracking.uri, "tracking.uri is filled by config loading"
+        prepare_local_store(cfg.tracking.uri)
         client = MlflowClient(tracking_uri=cfg.tracking.uri)
         state_path = Path(cfg.output_dir) / STATE_FILE
         run_id = None
