@@ -50,6 +50,9 @@ class RoleBase:
     def _init_dist(self) -> None:
         import deepspeed
 
+        from orchestrator.engine.initialize import prepare_deepspeed
+
+        prepare_deepspeed(self.cfg.cluster.use_gpu)  # before DeepSpeed's comm starts: no op JIT build on CPU
         os.environ.update(LOCAL_RANK="0", RANK=str(self.rank), WORLD_SIZE=str(self.world_size))
         master = self.master if not self.master.endswith(":0") else f"127.0.0.1:{free_port()}"
         backend = "nccl" if self.cfg.cluster.use_gpu else "gloo"

@@ -103,6 +103,7 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     with phases.phase("inputs"):
         prepared = _prepare(cfg, task)
     with contextlib.ExitStack() as stack:
+        _import_in_background("mlflow.store.tracking.sqlalchemy_store", "ray.train.torch")  # while Ray starts
         with phases.phase("ray_start"):
             stack.enter_context(ray_session(cfg.cluster))
         with phases.phase("tracking_start"):
@@ -115,6 +116,21 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
         f"{one_line({k[8:-2]: v for k, v in startup.items() if k not in ('startup.to_first_step_s', 'startup.train_loop_s')}, 5)})")
     return {**_result(cfg, Path(cfg.output_dir), run_id, prepared["export_dir"], version, prepared["resume_dir"],
                       time.time() - t0), "startup": startup}
+
+
+def _import_in_background(*modules: str) -> None:
+    """Import what the job needs next in a thread, so it overlaps ``ray.init`` waiting on its processes."""
+    import importlib
+    import threading
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the job imports it again and reports a real failure then
+                pass
+
+    threading.Thread(target=work, daemon=True, name="preimport").start()
 
 
 def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
