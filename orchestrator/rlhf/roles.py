@@ -60,7 +60,7 @@ class RoleBase:
         from orchestrator.config.plan import make_train_plan
         from orchestrator.engine.initialize import init_engine
 
-        p = self.cfg.ppo
+        p = getattr(self.cfg, self.cfg.kind)  # the kind's options (ppo, grpo): minibatch_size
         micro = self.cfg.parallel.micro_batch_size
         accum = p.minibatch_size // (micro * self.world_size)
         plan = dataclasses.replace(make_train_plan(self.cfg), world_size=self.world_size, dp_size=self.world_size,
@@ -152,7 +152,7 @@ class PolicyRole(RoleBase):
         The torch RNG is seeded from (``seed``, rank) right before sampling, so a recomputed step
         (resume, recovery) draws exactly the same responses.
         """
-        p = self.cfg.ppo
+        p = getattr(self.cfg, self.cfg.kind)  # the kind's options: temperature, top_p, max_new_tokens
         torch.manual_seed(seed * 1000 + self.rank)
         self.model.eval()
         out = self.model.generate(
@@ -237,6 +237,19 @@ class CriticRole(RoleBase):
         return stats
 
 
+def decode_batch(tok: Any, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Prompt and response texts of a rollout batch (padding and EOS stripped)."""
+    P = batch["prompt_len"]
+    prompts, responses = [], []
+    for ids, att, rmask in zip(batch["input_ids"], batch["attention_mask"], batch["response_mask"]):
+        prompt_ids = ids[:P][att[:P].bool()]
+        resp = ids[P:][rmask.bool()]
+        resp = resp[resp != tok.eos_token_id]
+        prompts.append(tok.decode(prompt_ids))
+        responses.append(tok.decode(resp))
+    return prompts, responses
+
+
 class RewardRole(RoleBase):
     """Frozen reward model, or the rule-based ``ppo.reward_fn`` when ``model_dir`` is None."""
 
@@ -265,15 +278,7 @@ class RewardRole(RoleBase):
         return {k: self.meta[k] for k in ("reward_mean", "reward_std", "reward_count") if k in self.meta}
 
     def decode(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
-        P = batch["prompt_len"]
-        prompts, responses = [], []
-        for ids, att, rmask in zip(batch["input_ids"], batch["attention_mask"], batch["response_mask"]):
-            prompt_ids = ids[:P][att[:P].bool()]
-            resp = ids[P:][rmask.bool()]
-            resp = resp[resp != self.tok.eos_token_id]
-            prompts.append(self.tok.decode(prompt_ids))
-            responses.append(self.tok.decode(resp))
-        return prompts, responses
+        return decode_batch(self.tok, batch)
 
     @torch.no_grad()
     def score(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
