@@ -1,6 +1,6 @@
-"""Ray placement of the PPO roles: one placement group, role actors pinned to its bundles.
+"""Ray placement of the RL roles: one placement group, role actors pinned to its bundles.
 
-``ppo.colocate=true`` (default) reserves one bundle holding every role's resources (STRICT_PACK:
+``<kind>.colocate=true`` (default) reserves one bundle holding every role's resources (STRICT_PACK:
 all roles on one node, sharing its devices through fractional CPUs/GPUs). ``false`` gives every
 actor its own bundle (PACK: Ray may spread roles over nodes when one does not fit).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 ROLES = ("actor", "critic", "reference", "reward")
+"""PPO's roles; the critic-free kinds start a subset (``roles`` arguments below)."""
 
 
 def _bundle(role_cfg: Any) -> dict[str, float]:
@@ -19,18 +20,19 @@ def _bundle(role_cfg: Any) -> dict[str, float]:
     return b
 
 
-def bundles_for(ppo: Any) -> tuple[list[dict[str, float]], dict[str, list[int]]]:
-    """Placement-group bundles and, per role, the bundle index of each of its actors."""
+def bundles_for(ppo: Any, roles: Sequence[str] = ROLES) -> tuple[list[dict[str, float]], dict[str, list[int]]]:
+    """Placement-group bundles and, per role of ``roles`` (each a ``RoleConfig`` attribute of the options
+    ``ppo``), the bundle index of each of its actors."""
     if ppo.colocate:
         total: dict[str, float] = {}
-        for role in ROLES:
+        for role in roles:
             rc = getattr(ppo, role)
             for k, v in _bundle(rc).items():
                 total[k] = total.get(k, 0.0) + v * rc.num_workers
-        return [total], {role: [0] * getattr(ppo, role).num_workers for role in ROLES}
+        return [total], {role: [0] * getattr(ppo, role).num_workers for role in roles}
     bundles: list[dict[str, float]] = []
     index: dict[str, list[int]] = {}
-    for role in ROLES:
+    for role in roles:
         rc = getattr(ppo, role)
         index[role] = []
         for _ in range(rc.num_workers):
@@ -95,12 +97,12 @@ class RoleGroup:
                 pass
 
 
-def create_placement_group(ppo: Any) -> tuple[Any, dict[str, list[int]]]:
+def create_placement_group(ppo: Any, roles: Sequence[str] = ROLES) -> tuple[Any, dict[str, list[int]]]:
     """Reserve the roles' resources (waits until Ray can grant them)."""
     import ray
     from ray.util.placement_group import placement_group
 
-    bundles, index = bundles_for(ppo)
+    bundles, index = bundles_for(ppo, roles)
     pg = placement_group(bundles, strategy="STRICT_PACK" if ppo.colocate else "PACK")
     ray.get(pg.ready(), timeout=300)
     return pg, index
