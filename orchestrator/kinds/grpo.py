@@ -75,6 +75,7 @@ def plan(cfg: GRPOConfig) -> dict[str, Any]:
 
 def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
+    from orchestrator.core.console import StepProgress
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import read_records
     from orchestrator.rlhf.grpo import GRPOController
@@ -100,7 +101,8 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
         ctl = GRPOController(cfg, policy_dir=policy, reward_dir=reward, tokenizer_dir=tokenizer, records=records,
                              tracker=tracker, env=worker_env(cfg.cluster))
         try:
-            summary = ctl.run()
+            with StepProgress("grpo", Path(cfg.output_dir) / "steps.jsonl", cfg.trainer.max_steps):
+                summary = ctl.run()
             export_dir = ctl.export(out / "export") if cfg.trainer.export else None
             fingerprint = ctl.fingerprints()["actor"]
         finally:

@@ -94,11 +94,14 @@ class RoleController:
     # ------------------------------------------------------------------ roles
     def start_roles(self) -> None:
         """(Re)create the placement group and the role actors from the initial models."""
+        import ray
+
         self.stop_roles()
         specs = self.role_specs()
         self.pg, index = create_placement_group(self.p, tuple(specs))
         self.groups = {name: RoleGroup(name, cls, getattr(self.p, name), self.pg, index[name], make, self.env)
                        for name, (cls, make) in specs.items()}
+        ray.get([f for g in self.groups.values() for f in g.ready()])  # every role starts in parallel
         self.on_roles_started()
 
     def stop_roles(self) -> None:

@@ -74,7 +74,11 @@ class RoleGroup:
                 num_cpus=role_cfg.num_cpus, num_gpus=role_cfg.num_gpus, scheduling_strategy=strategy(rank),
                 runtime_env={"env_vars": env}, name=None, max_restarts=0,
             ).remote(*args, **kwargs))
-        ray.get([w.ping.remote() for w in self.workers])
+
+    def ready(self) -> list:
+        """Futures that resolve once every rank's actor is constructed (wait on all roles' at once, so the
+        roles start in parallel)."""
+        return [w.ping.remote() for w in self.workers]
 
     def __len__(self) -> int:
         return len(self.workers)
