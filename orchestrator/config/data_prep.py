@@ -266,6 +266,12 @@ class DataPrepDataConfig(Frozen):
     shuffle_partition_mb: int = 32
     """Target MiB of rows per dedup bucket when ``shuffle_partitions`` is null. One reduce task holds
     one bucket, so this bounds a task's memory: a larger corpus makes more buckets, not larger ones."""
+    on_bad_file: str = "quarantine"
+    """A damaged or unreadable input file (truncated .gz/.zst, corrupt Parquet/Arrow): ``quarantine``
+    (default) keeps the records read before the damage, records the file in ``quarantine.jsonl``
+    (path, error, records read) and in the stats (``bad_files``), and processes the other files;
+    ``fail`` stops the run with one line naming the file (exit 2). Default quarantine: one damaged
+    file in a crawl of thousands should not cost the run, as bad lines do not."""
     demo_num_docs: int = 600
     """Original documents of the generated demo corpus (data.input=null); duplicates, junk and
     malformed lines are added on top."""
@@ -283,6 +289,8 @@ class DataPrepDataConfig(Frozen):
                 "must be >= 1 or null", "leave it null to derive it from the corpus size")
         require(self.shuffle_partition_mb >= 1, "data.shuffle_partition_mb", "must be >= 1",
                 "use e.g. data.shuffle_partition_mb=32")
+        require(self.on_bad_file in ("quarantine", "fail"), "data.on_bad_file", f"unknown {self.on_bad_file!r}",
+                "use quarantine or fail")
         require(self.demo_num_docs >= 10, "data.demo_num_docs", "must be >= 10", "use e.g. data.demo_num_docs=600")
         require(self.vocab_size >= 259, "data.vocab_size", "a byte-level BPE needs >= 259 entries",
                 "use e.g. data.vocab_size=512")

@@ -28,7 +28,7 @@ from orchestrator.data import dedup
 from orchestrator.data.finalize import (canonical_fields, finalize_partition, iter_kept, pack_arrays,
                                         tokenize_partition)
 from orchestrator.data.inputs import resolve_partitions
-from orchestrator.data.partition import part_name, process_partition
+from orchestrator.data.partition import check_bad_files, part_name, process_partition
 from orchestrator.data.readers import Partition
 from orchestrator.data.shuffle import map_tasks
 from orchestrator.data.stats import aggregate_step_stats, plot_filter_histograms, stats_metrics
@@ -41,7 +41,7 @@ def _fingerprint(cfg: DataPrepConfig, parts: list[Partition]) -> str:
     """What the work directory's results depend on: the data settings and the input files."""
     files = sorted({p.path for p in parts})
     stamp = [(f, Path(f).stat().st_size, int(Path(f).stat().st_mtime)) for f in files]
-    data = {k: v for k, v in as_dict(cfg.data).items() if k not in ("output", "plots")}
+    data = {k: v for k, v in as_dict(cfg.data).items() if k not in ("output", "plots", "on_bad_file")}
     return hashlib.sha256(json.dumps([data, stamp, [p.as_dict() for p in parts]], sort_keys=True,
                                      default=str).encode()).hexdigest()
 
@@ -147,6 +147,7 @@ def _run_stages(cfg: DataPrepConfig, pattern: str, parts: list[Partition], work:
                 dataset_dir: Path, fingerprint: str, run_id: Optional[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     d = cfg.data
     s1 = _stage1(parts, cfg, work)
+    check_bad_files(s1, d.on_bad_file)  # issue 19: damaged files are quarantined, or fail with one line
     num_docs = sum(s["docs_in"] for s in s1)
     if num_docs == 0:
         _merge_quarantine(parts, work, out)
@@ -212,7 +213,7 @@ def run_data_prep(cfg: DataPrepConfig) -> dict[str, Any]:
              stats["docs_in"], stats["docs_kept"], stats["quarantined"], dataset_dir, manifest["digest"][:12])
     return {"output_dir": str(out), "dataset_dir": str(dataset_dir), "manifest_digest": manifest["digest"],
             "steps": steps, "docs_in": stats["docs_in"], "docs_kept": stats["docs_kept"],
-            "quarantined": stats["quarantined"], "run_id": tracker.run_id if tracker else None,
+            "quarantined": stats["quarantined"], "bad_files": stats["bad_files"], "run_id": tracker.run_id if tracker else None,
             "stats_path": str(out / "stats.json")}
 
 

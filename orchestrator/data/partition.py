@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.config.data_prep import DataPrepDataConfig
-from orchestrator.data.readers import Partition, extract_fields, read_partition
+from orchestrator.data.readers import UNREADABLE, Partition, extract_fields, read_partition, unreadable_file_error
 from orchestrator.data.steps import DocumentSteps, record_text
 
 BATCH_ROWS = 2048
@@ -94,6 +94,7 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
     fields = text_fields(cfg)
     counter = _StepCounter()
     quarantine: Counter[str] = Counter()
+    bad_files: list[dict[str, Any]] = []
     stat_values: dict[str, list[float]] = defaultdict(list)
     rows: dict[str, list[Any]] = {f.name: [] for f in DOC_SCHEMA}
     removed_lines: list[str] = []
@@ -116,9 +117,14 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
             if parsed.error is None:
                 parsed = extract_fields(parsed, cfg.id_field, fields)
             if parsed.error is not None:
-                quarantine[parsed.error] += 1
-                qf.write(json.dumps({"source": parsed.source, "offset": parsed.offset, "reason": parsed.error,
-                                     "raw": parsed.raw}, ensure_ascii=False) + "\n")
+                entry = {"source": parsed.source, "offset": parsed.offset, "reason": parsed.error, "raw": parsed.raw}
+                if parsed.error == UNREADABLE:  # a damaged file: counted as a file, not as a record
+                    entry["records_read"] = parsed.records_read
+                    bad_files.append({"path": parsed.source, "error": parsed.raw, "records_read": parsed.records_read,
+                                      "offset": parsed.offset})
+                else:
+                    quarantine[parsed.error] += 1
+                qf.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 continue
             rec = parsed.record
             assert rec is not None
@@ -160,7 +166,7 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
     table = pa.table({k: pa.array(v + [None] * (longest - len(v)), pa.float32()) for k, v in stat_values.items()})
     pq.write_table(table, dirs["filterstats"] / f"{name}.parquet")
     summary = {"partition": part.index, "docs_in": num_in, "docs_out": num_out, "bytes_in": bytes_in,
-               "quarantined": dict(quarantine), "steps": counter.as_dict(), "skipped": False}
+               "quarantined": dict(quarantine), "bad_files": bad_files, "steps": counter.as_dict(), "skipped": False}
     atomic_write_text(dirs["stats"] / f"{name}.json", json.dumps(summary))
     marker.write_text("done\n")
     return summary
@@ -193,3 +199,21 @@ def _run_record(steps: DocumentSteps, rec: dict[str, Any], fields: tuple[str, ..
         sizes["pii"] = len(record_text(out, fields).encode())
     stats["pii_replacements"] = replaced
     return DocResult(record_text(out, fields), None, None, stats, replaced, tuple(passed), sizes), out
+
+
+def check_bad_files(stage1: list[dict[str, Any]], on_bad_file: str) -> list[dict[str, Any]]:
+    """The damaged input files that stage 1 quarantined (logged once each); under
+    ``data.on_bad_file=fail`` the first one is a :class:`ConfigError` naming it.
+
+    Raises:
+        ConfigError: ``on_bad_file='fail'`` and a file was damaged.
+    """
+    import logging
+
+    bad = [b for s in stage1 for b in s.get("bad_files", [])]
+    if bad and on_bad_file == "fail":
+        raise unreadable_file_error(bad[0]["path"], bad[0]["error"], bad[0]["records_read"])
+    for b in bad:
+        logging.getLogger(__name__).warning("data_prep: quarantined damaged file %s (%s) after %d records",
+                                            b["path"], b["error"], b["records_read"])
+    return bad
