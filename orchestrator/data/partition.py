@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.config.data_prep import DataPrepDataConfig
 from orchestrator.data.readers import UNREADABLE, Partition, extract_fields, read_partition, unreadable_file_error
+from orchestrator.data.shingle_store import SUBDIR, ShingleWriter
 from orchestrator.data.steps import DocumentSteps, record_text
 
 BATCH_ROWS = 2048
@@ -103,6 +104,8 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
     writer = pq.ParquetWriter(docs_tmp, DOC_SCHEMA)
     quarantine_tmp = dirs["quarantine"] / f"{name}.jsonl.tmp"
     row = 0
+    shingle_writer = (ShingleWriter(work / "stage1" / SUBDIR, name)
+                      if cfg.minhash.enabled and cfg.minhash.verification == "jaccard" else None)
 
     def flush() -> None:
         if rows["order"]:
@@ -147,7 +150,12 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
                 continue
             num_out += 1
             text = res.text if cfg.format == "pretrain" else json.dumps(out_fields, ensure_ascii=False)
-            sig = steps.signature(res.text) if cfg.minhash.enabled else np.empty(0, np.uint32)
+            sig = np.empty(0, np.uint32)
+            if cfg.minhash.enabled:
+                hashes = steps.shingle_hashes(res.text)
+                sig = steps.signature(res.text, hashes)
+                if shingle_writer is not None:
+                    shingle_writer.add(order, hashes)
             extra = {k: v for k, v in rec.items() if k not in fields}
             rows["order"].append(order)
             rows["id"].append(doc_id)
@@ -159,6 +167,8 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
                 flush()
     flush()
     writer.close()
+    if shingle_writer is not None:
+        shingle_writer.close()
     os.replace(docs_tmp, dirs["docs"] / f"{name}.parquet")
     os.replace(quarantine_tmp, dirs["quarantine"] / f"{name}.jsonl")
     atomic_write_text(dirs["removed"] / f"{name}.jsonl", "".join(line + "\n" for line in removed_lines))

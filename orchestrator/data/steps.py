@@ -111,8 +111,13 @@ class DocumentSteps:
     def exact_key(self, text: str) -> str:
         return xxhash.xxh3_128_hexdigest(dedup_key_text(text).encode())
 
-    def signature(self, text: str) -> np.ndarray:
-        return signature(shingle_hashes(text, self.cfg.minhash.ngram), self.perm_a, self.perm_b)
+    def shingle_hashes(self, text: str) -> np.ndarray:
+        """Distinct shingle hashes, sorted (what exact near-duplicate verification compares)."""
+        return shingle_hashes(text, self.cfg.minhash.ngram)
+
+    def signature(self, text: str, hashes: Optional[np.ndarray] = None) -> np.ndarray:
+        """MinHash signature of ``text`` (or of its already computed ``hashes``)."""
+        return signature(self.shingle_hashes(text) if hashes is None else hashes, self.perm_a, self.perm_b)
 
     def band_keys(self, sig: np.ndarray) -> np.ndarray:
         return band_keys(sig, self.cfg.minhash.num_bands, self.cfg.minhash.rows_per_band)

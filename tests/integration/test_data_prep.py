@@ -126,8 +126,12 @@ def test_distributed_dedup_equals_in_memory_driver(first_run):
     cfg, res = first_run
     work = os.path.join(res["output_dir"], "work")
     t = pads.dataset(os.path.join(work, "stage1", "docs"), format="parquet").to_table()
-    local = dedup_local(np.asarray(t.column("order")), t.column("id").to_pylist(), t.column("exact_key").to_pylist(),
-                        t.column("sig").to_pylist(), cfg.data.minhash)
+    from orchestrator.data.shingle_store import ShingleStore
+
+    orders = np.asarray(t.column("order"))
+    store = ShingleStore(os.path.join(work, "stage1", "shingles"))  # exact verification (the default)
+    local = dedup_local(orders, t.column("id").to_pylist(), t.column("exact_key").to_pylist(),
+                        t.column("sig").to_pylist(), cfg.data.minhash, shingle_sets=[store.get(int(o)) for o in orders])
     removals = read_jsonl_dir(Path(res["output_dir"]) / "removals")
     ray_dedup = {r["order"]: (r["step"], r["duplicate_of"]) for r in removals if r["step"].endswith("dedup")}
     assert ray_dedup == local and len(local) > 20
