@@ -158,6 +158,43 @@ class FineWebConfig(Frozen):
     blank lines here, older releases did not); false = every ``\\n``-separated line, as the paper's code."""
 
 
+DECONT_TEXT_FIELDS = ["text", "question", "prompt", "problem", "context", "passage", "query", "answer",
+                      "solution", "canonical_solution", "choices", "endings"]
+
+
+@dataclass
+class DecontaminateConfig(Frozen):
+    """Remove documents that share a word n-gram with evaluation text (step ``decontaminate``, after the
+    quality filters and before PII scrubbing, every output format)."""
+
+    enabled: bool = True
+    """Apply decontamination when ``paths`` is non-empty (false switches it off and keeps the paths)."""
+    paths: list[str] = field(default_factory=list)
+    """Evaluation sets: JSONL(.gz/.zst) or Parquet files, globs, or local Hugging Face ``datasets``
+    directories. The benchmark recorded for a removal is the file name without its extensions, or the
+    directory name. Default empty: no evaluation set ships with the project, so the step is off."""
+    text_fields: list[str] = field(default_factory=lambda: list(DECONT_TEXT_FIELDS))
+    """Record fields holding evaluation text (a string, or a list of strings such as MMLU's choices);
+    absent fields are skipped. Default: the question/passage/answer fields of common evaluation sets
+    (MMLU question/choices, GSM8K question/answer, HumanEval prompt/canonical_solution, SQuAD
+    context/question, HellaSwag endings, MATH problem/solution, plain ``text``)."""
+    ngram: int = 13
+    """Word n-gram length; a document sharing one n-gram with the evaluation text is removed. Default
+    13, as GPT-3 (Brown et al. 2020, App. C; datatrove's NGramsDecontConfig defaults to 12). Evaluation
+    texts shorter than this are not indexed (counted in the index metadata)."""
+
+    def __post_init__(self) -> None:
+        import glob
+
+        require(self.ngram >= 4, "data.decontaminate.ngram", f"{self.ngram} words match common phrases",
+                "use 8-13 (13 as GPT-3)")
+        require(bool(self.text_fields), "data.decontaminate.text_fields", "is empty",
+                "name the fields holding the evaluation text, e.g. [question, answer]")
+        for p in self.paths:
+            require(bool(glob.glob(p)), "data.decontaminate.paths", f"{p!r} matches no file",
+                    "give existing JSONL/Parquet files, globs or Hugging Face datasets directories")
+
+
 @dataclass
 class PIIConfig(Frozen):
     enabled: bool = True
@@ -255,6 +292,8 @@ class DataPrepDataConfig(Frozen):
     """Step 3c: C4 rules (pretrain format only)."""
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)
     """Step 3d: FineWeb rules (pretrain format only)."""
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
+    """Step 3e: decontamination against evaluation sets (off until ``paths`` is given)."""
     pii: PIIConfig = field(default_factory=PIIConfig)
     """Step 4: PII scrubbing."""
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)

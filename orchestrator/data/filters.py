@@ -44,6 +44,8 @@ class Verdict:
     """The document's new text when the filter rewrote it (C4 drops lines), else None."""
     stats: dict[str, float] = field(default_factory=dict)
     """Measured quantities (for the histograms)."""
+    detail: dict[str, str] = field(default_factory=dict)
+    """What the removal manifest records besides the reason (decontamination: benchmark and n-gram)."""
 
 
 def _drop(reason: str, stats: dict[str, float]) -> Verdict:

@@ -25,6 +25,7 @@ from orchestrator.config.base import as_dict
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import DataPrepConfig
 from orchestrator.data import dedup
+from orchestrator.data.decontam import build_index, eval_fingerprint
 from orchestrator.data.finalize import (canonical_fields, finalize_partition, iter_kept, pack_arrays,
                                         tokenize_partition)
 from orchestrator.data.inputs import resolve_partitions
@@ -42,8 +43,9 @@ def _fingerprint(cfg: DataPrepConfig, parts: list[Partition]) -> str:
     files = sorted({p.path for p in parts})
     stamp = [(f, Path(f).stat().st_size, int(Path(f).stat().st_mtime)) for f in files]
     data = {k: v for k, v in as_dict(cfg.data).items() if k not in ("output", "plots", "on_bad_file")}
-    return hashlib.sha256(json.dumps([data, stamp, [p.as_dict() for p in parts]], sort_keys=True,
-                                     default=str).encode()).hexdigest()
+    evals = eval_fingerprint(cfg.data.decontaminate)  # issue 19: a changed evaluation set redoes stage 1
+    return hashlib.sha256(json.dumps([data, stamp, [p.as_dict() for p in parts]] + ([evals] if evals else []),
+                                     sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _prepare_work(cfg: DataPrepConfig, work: Path, fingerprint: str) -> None:
@@ -146,6 +148,7 @@ def _merge_quarantine(parts: list[Partition], work: Path, out: Path) -> Path:
 def _run_stages(cfg: DataPrepConfig, pattern: str, parts: list[Partition], work: Path, out: Path,
                 dataset_dir: Path, fingerprint: str, run_id: Optional[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     d = cfg.data
+    build_index(d.decontaminate, work, d.shuffle_partition_mb)  # issue 19: n-gram index of the eval sets
     s1 = _stage1(parts, cfg, work)
     check_bad_files(s1, d.on_bad_file)  # issue 19: damaged files are quarantined, or fail with one line
     num_docs = sum(s["docs_in"] for s in s1)

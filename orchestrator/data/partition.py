@@ -90,7 +90,7 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
         return json.loads((dirs["stats"] / f"{name}.json").read_text()) | {"skipped": True}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    steps = DocumentSteps(cfg)
+    steps = DocumentSteps(cfg, work / "decontam")
     enabled = [s for s in steps.enabled_steps() if s not in ("exact_dedup", "near_dedup")]
     fields = text_fields(cfg)
     counter = _StepCounter()
@@ -146,7 +146,8 @@ def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path
                 stat_values[k].append(float(v))
             if res.text is None:
                 removed_lines.append(json.dumps({"id": doc_id, "order": order, "step": res.removed_by,
-                                                 "reason": res.reason, "duplicate_of": None}))
+                                                 "reason": res.reason, "duplicate_of": None, **res.detail},
+                                                ensure_ascii=False))
                 continue
             num_out += 1
             text = res.text if cfg.format == "pretrain" else json.dumps(out_fields, ensure_ascii=False)
@@ -200,6 +201,12 @@ def _run_record(steps: DocumentSteps, rec: dict[str, Any], fields: tuple[str, ..
             return DocResult(None, "language", verdict.reason, stats, 0, tuple(passed), sizes), out
         passed.append("language")
         sizes["language"] = sizes.get("normalize", len(raw_text.encode()))
+    if steps.decontam_on:
+        verdict = steps.decontaminate(record_text(out, fields))
+        if not verdict.keep:
+            return DocResult(None, "decontaminate", verdict.reason, stats, 0, tuple(passed), sizes, verdict.detail), out
+        passed.append("decontaminate")
+        sizes["decontaminate"] = len(record_text(out, fields).encode())
     replaced = 0
     if cfg.pii.enabled:
         for f in fields:
