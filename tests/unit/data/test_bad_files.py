@@ -34,7 +34,7 @@ def jsonl(recs: list[dict]) -> bytes:
 
 
 def write_damaged_inputs(d):
-    """good.jsonl (20), good.parquet (20), half a .jsonl.gz (of 200), half a .jsonl.zst (of 200), random
+    """good.jsonl (20), good.parquet (20), half a .jsonl.gz (of 200), 3/4 of a .jsonl.zst (of 200), random
     bytes named .parquet; returns the ids of the good files."""
     good = records("g", 20, 0)
     (d / "a-good.jsonl").write_bytes(jsonl(good))
@@ -43,7 +43,7 @@ def write_damaged_inputs(d):
     gz = gzip.compress(jsonl(records("z", 200, 2)))
     (d / "c-cut.jsonl.gz").write_bytes(gz[: len(gz) // 2])
     zst = zstandard.ZstdCompressor().compress(jsonl(records("s", 200, 3)))
-    (d / "d-cut.jsonl.zst").write_bytes(zst[: len(zst) // 2])
+    (d / "d-cut.jsonl.zst").write_bytes(zst[: len(zst) * 3 // 4])  # zstd decodes whole 128 KiB blocks
     (d / "e-random.parquet").write_bytes(random.Random(4).randbytes(5000))
     return [r["id"] for r in good + pq_recs]
 
@@ -91,6 +91,7 @@ def test_damaged_files_quarantined_counted_and_rest_processed(tmp_path):
     assert sorted(b["path"].rsplit("/", 1)[1] for b in bad) == ["c-cut.jsonl.gz", "d-cut.jsonl.zst", "e-random.parquet"]
     by_name = {b["path"].rsplit("/", 1)[1]: b for b in bad}
     assert by_name["e-random.parquet"]["records_read"] == 0 and by_name["c-cut.jsonl.gz"]["records_read"] > 50
+    assert by_name["d-cut.jsonl.zst"]["records_read"] > 50
     stats = aggregate_step_stats(["normalize"], s1, [])
     assert stats["bad_files"] == 3 and stats["quarantined"] <= 2  # at most a torn last line per stream
     assert stats["docs_in"] == 40 + by_name["c-cut.jsonl.gz"]["records_read"] + by_name["d-cut.jsonl.zst"]["records_read"] \
