@@ -80,107 +80,123 @@ class _StepCounter:
         return {k: dict(getattr(self, k)) for k in ("docs_in", "docs_out", "bytes_in", "bytes_out", "reasons")}
 
 
+class _Stage1Outputs:
+    """The files stage 1 writes for one partition, streamed and committed atomically (marker last)."""
+
+    def __init__(self, part: Partition, cfg: DataPrepDataConfig, work: Path) -> None:
+        self.part, self.cfg, self.name = part, cfg, part_name(part.index)
+        self.dirs = {k: work / "stage1" / k for k in ("docs", "removed", "quarantine", "stats", "filterstats", "done")}
+        for d in self.dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        self.steps = DocumentSteps(cfg, work / "decontam")
+        self.enabled = [s for s in self.steps.enabled_steps() if s not in ("exact_dedup", "near_dedup")]
+        self.fields = text_fields(cfg)
+        self.counter = _StepCounter()
+        self.quarantine: Counter[str] = Counter()
+        self.bad_files: list[dict[str, Any]] = []
+        self.stat_values: dict[str, list[float]] = defaultdict(list)
+        self.rows: dict[str, list[Any]] = {f.name: [] for f in DOC_SCHEMA}
+        self.removed_lines: list[str] = []
+        self.num_in = self.num_out = self.bytes_in = 0
+        self.writer = pq.ParquetWriter(self._tmp("docs", ".parquet"), DOC_SCHEMA)
+        self.qf = open(self._tmp("quarantine", ".jsonl"), "w", encoding="utf-8")
+        self.shingles = (ShingleWriter(work / "stage1" / SUBDIR, self.name)
+                         if cfg.minhash.enabled and cfg.minhash.verification == "jaccard" else None)
+
+    def _tmp(self, kind: str, ext: str) -> Path:
+        return self.dirs[kind] / f"{self.name}{ext}.tmp"
+
+    def add_error(self, parsed: Any) -> None:
+        """A quarantined record, or a damaged file (counted as a file, not as a record)."""
+        entry = {"source": parsed.source, "offset": parsed.offset, "reason": parsed.error, "raw": parsed.raw}
+        if parsed.error == UNREADABLE:
+            entry["records_read"] = parsed.records_read
+            self.bad_files.append({"path": parsed.source, "error": parsed.raw, "records_read": parsed.records_read,
+                                   "offset": parsed.offset})
+        else:
+            self.quarantine[parsed.error] += 1
+        self.qf.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def add_document(self, order: int, rec: dict[str, Any]) -> None:
+        """Run the per-document steps; a survivor becomes a docs row (and its shingle set)."""
+        cfg, steps = self.cfg, self.steps
+        doc_id = rec[cfg.id_field]
+        raw_text = record_text(rec, self.fields)
+        raw_bytes = len(raw_text.encode())
+        self.num_in += 1
+        self.bytes_in += raw_bytes
+        if cfg.format == "pretrain":
+            res = steps.run(rec[cfg.text_field])
+            out_fields = {cfg.text_field: res.text}
+        else:
+            res, out_fields = _run_record(steps, rec, self.fields, raw_text)
+        self.counter.add(self.enabled, res.steps_passed, res.removed_by, res.reason, raw_bytes, res.text_after)
+        for k, v in res.stats.items():
+            self.stat_values[k].append(float(v))
+        if res.text is None:
+            self.removed_lines.append(json.dumps({"id": doc_id, "order": order, "step": res.removed_by,
+                                                  "reason": res.reason, "duplicate_of": None, **res.detail},
+                                                 ensure_ascii=False))
+            return
+        self.num_out += 1
+        sig = np.empty(0, np.uint32)
+        if cfg.minhash.enabled:
+            hashes = steps.shingle_hashes(res.text)
+            sig = steps.signature(res.text, hashes)
+            if self.shingles is not None:
+                self.shingles.add(order, hashes)
+        extra = {k: v for k, v in rec.items() if k not in self.fields}
+        for key, value in (("order", order), ("id", doc_id), ("exact_key", steps.exact_key(res.text)),
+                           ("text", res.text if cfg.format == "pretrain" else json.dumps(out_fields, ensure_ascii=False)),
+                           ("record", json.dumps(extra, ensure_ascii=False, default=str)), ("sig", sig.tobytes())):
+            self.rows[key].append(value)
+        if len(self.rows["order"]) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows["order"]:
+            self.writer.write_table(pa.table(self.rows, schema=DOC_SCHEMA))
+            for v in self.rows.values():
+                v.clear()
+
+    def commit(self) -> dict[str, Any]:
+        """Close and publish every file; the marker goes last. Returns the partition's summary."""
+        self.flush()
+        self.writer.close()
+        self.qf.close()
+        if self.shingles is not None:
+            self.shingles.close()
+        os.replace(self._tmp("docs", ".parquet"), self.dirs["docs"] / f"{self.name}.parquet")
+        os.replace(self._tmp("quarantine", ".jsonl"), self.dirs["quarantine"] / f"{self.name}.jsonl")
+        atomic_write_text(self.dirs["removed"] / f"{self.name}.jsonl", "".join(x + "\n" for x in self.removed_lines))
+        longest = max((len(v) for v in self.stat_values.values()), default=0)
+        table = pa.table({k: pa.array(v + [None] * (longest - len(v)), pa.float32()) for k, v in self.stat_values.items()})
+        pq.write_table(table, self.dirs["filterstats"] / f"{self.name}.parquet")
+        summary = {"partition": self.part.index, "docs_in": self.num_in, "docs_out": self.num_out,
+                   "bytes_in": self.bytes_in, "quarantined": dict(self.quarantine), "bad_files": self.bad_files,
+                   "steps": self.counter.as_dict(), "skipped": False}
+        atomic_write_text(self.dirs["stats"] / f"{self.name}.json", json.dumps(summary))
+        (self.dirs["done"] / self.name).write_text("done\n")
+        return summary
+
+
 def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path) -> dict[str, Any]:
     """Run stage 1 on one partition unless its completion marker exists; returns its summary."""
     work = Path(work)
     name = part_name(part.index)
-    dirs = {k: work / "stage1" / k for k in ("docs", "removed", "quarantine", "stats", "filterstats", "done")}
-    marker = dirs["done"] / name
-    if marker.exists():
-        return json.loads((dirs["stats"] / f"{name}.json").read_text()) | {"skipped": True}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
-    steps = DocumentSteps(cfg, work / "decontam")
-    enabled = [s for s in steps.enabled_steps() if s not in ("exact_dedup", "near_dedup")]
+    if (work / "stage1" / "done" / name).exists():
+        return json.loads((work / "stage1" / "stats" / f"{name}.json").read_text()) | {"skipped": True}
+    outputs = _Stage1Outputs(part, cfg, work)
     fields = text_fields(cfg)
-    counter = _StepCounter()
-    quarantine: Counter[str] = Counter()
-    bad_files: list[dict[str, Any]] = []
-    stat_values: dict[str, list[float]] = defaultdict(list)
-    rows: dict[str, list[Any]] = {f.name: [] for f in DOC_SCHEMA}
-    removed_lines: list[str] = []
-    num_in = num_out = bytes_in = 0
-    docs_tmp = dirs["docs"] / f"{name}.parquet.tmp"
-    writer = pq.ParquetWriter(docs_tmp, DOC_SCHEMA)
-    quarantine_tmp = dirs["quarantine"] / f"{name}.jsonl.tmp"
-    row = 0
-    shingle_writer = (ShingleWriter(work / "stage1" / SUBDIR, name)
-                      if cfg.minhash.enabled and cfg.minhash.verification == "jaccard" else None)
-
-    def flush() -> None:
-        if rows["order"]:
-            writer.write_table(pa.table(rows, schema=DOC_SCHEMA))
-            for v in rows.values():
-                v.clear()
-
-    with open(quarantine_tmp, "w", encoding="utf-8") as qf:
-        for parsed in read_partition(part):
-            order = (part.index << 32) | row
-            row += 1
-            if parsed.error is None:
-                parsed = extract_fields(parsed, cfg.id_field, fields)
-            if parsed.error is not None:
-                entry = {"source": parsed.source, "offset": parsed.offset, "reason": parsed.error, "raw": parsed.raw}
-                if parsed.error == UNREADABLE:  # a damaged file: counted as a file, not as a record
-                    entry["records_read"] = parsed.records_read
-                    bad_files.append({"path": parsed.source, "error": parsed.raw, "records_read": parsed.records_read,
-                                      "offset": parsed.offset})
-                else:
-                    quarantine[parsed.error] += 1
-                qf.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                continue
-            rec = parsed.record
-            assert rec is not None
-            doc_id = rec[cfg.id_field]
-            raw_text = record_text(rec, fields)
-            raw_bytes = len(raw_text.encode())
-            num_in += 1
-            bytes_in += raw_bytes
-            if cfg.format == "pretrain":
-                res = steps.run(rec[cfg.text_field])
-                out_fields = {cfg.text_field: res.text}
-            else:
-                res, out_fields = _run_record(steps, rec, fields, raw_text)
-            counter.add(enabled, res.steps_passed, res.removed_by, res.reason, raw_bytes, res.text_after)
-            for k, v in res.stats.items():
-                stat_values[k].append(float(v))
-            if res.text is None:
-                removed_lines.append(json.dumps({"id": doc_id, "order": order, "step": res.removed_by,
-                                                 "reason": res.reason, "duplicate_of": None, **res.detail},
-                                                ensure_ascii=False))
-                continue
-            num_out += 1
-            text = res.text if cfg.format == "pretrain" else json.dumps(out_fields, ensure_ascii=False)
-            sig = np.empty(0, np.uint32)
-            if cfg.minhash.enabled:
-                hashes = steps.shingle_hashes(res.text)
-                sig = steps.signature(res.text, hashes)
-                if shingle_writer is not None:
-                    shingle_writer.add(order, hashes)
-            extra = {k: v for k, v in rec.items() if k not in fields}
-            rows["order"].append(order)
-            rows["id"].append(doc_id)
-            rows["text"].append(text)
-            rows["record"].append(json.dumps(extra, ensure_ascii=False, default=str))
-            rows["exact_key"].append(steps.exact_key(res.text))
-            rows["sig"].append(sig.tobytes())
-            if len(rows["order"]) >= BATCH_ROWS:
-                flush()
-    flush()
-    writer.close()
-    if shingle_writer is not None:
-        shingle_writer.close()
-    os.replace(docs_tmp, dirs["docs"] / f"{name}.parquet")
-    os.replace(quarantine_tmp, dirs["quarantine"] / f"{name}.jsonl")
-    atomic_write_text(dirs["removed"] / f"{name}.jsonl", "".join(line + "\n" for line in removed_lines))
-    longest = max((len(v) for v in stat_values.values()), default=0)
-    table = pa.table({k: pa.array(v + [None] * (longest - len(v)), pa.float32()) for k, v in stat_values.items()})
-    pq.write_table(table, dirs["filterstats"] / f"{name}.parquet")
-    summary = {"partition": part.index, "docs_in": num_in, "docs_out": num_out, "bytes_in": bytes_in,
-               "quarantined": dict(quarantine), "bad_files": bad_files, "steps": counter.as_dict(), "skipped": False}
-    atomic_write_text(dirs["stats"] / f"{name}.json", json.dumps(summary))
-    marker.write_text("done\n")
-    return summary
+    for row, parsed in enumerate(read_partition(part)):
+        if parsed.error is None:
+            parsed = extract_fields(parsed, cfg.id_field, fields)
+        if parsed.error is not None:
+            outputs.add_error(parsed)
+        else:
+            assert parsed.record is not None
+            outputs.add_document((part.index << 32) | row, parsed.record)
+    return outputs.commit()
 
 
 def _run_record(steps: DocumentSteps, rec: dict[str, Any], fields: tuple[str, ...], raw_text: str):
