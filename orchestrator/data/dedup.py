@@ -48,6 +48,28 @@ def near_row_bytes(num_bands: int, rows_per_band: int, with_sig: bool = True) ->
     return 16 + (4 * num_bands * rows_per_band if with_sig else 0) + ID_BYTES
 
 
+def near_dedup_plan(data: Any) -> dict[str, Any]:
+    """What near dedup will do and cost, for the dry-run plan: verification, shuffle bytes per document
+    (the band rows of one document), docs per LSH bucket, and the extra disk and work of exact
+    verification. ``data`` is the ``data`` config group."""
+    mh = data.minhash
+    exact = mh.verification == "jaccard"
+    doc_bytes = mh.num_bands * near_row_bytes(mh.num_bands, mh.rows_per_band, with_sig=not exact)
+    s = mh.threshold
+    return {
+        "near_dedup_verification": mh.verification,
+        "near_dedup_verification_cost": (
+            "exact shingle Jaccard per candidate pair: stage 1 writes 8 bytes per distinct shingle (~8 bytes "
+            "per word kept), one more shuffle of the candidate pairs (~80 bytes each), one lookup per pair"
+            if exact else "signature estimate (sd ~%.3f at Jaccard %.2f): no shingle files, no pair shuffle, "
+            "signatures ride in the band rows" % ((s * (1 - s) / (mh.num_bands * mh.rows_per_band)) ** 0.5, s)),
+        "lsh_candidate_probability_at_threshold": round(1 - (1 - s**mh.rows_per_band) ** mh.num_bands, 4),
+        "near_dedup_shuffle_bytes_per_doc": doc_bytes,
+        "near_dedup_docs_per_bucket": ("fixed: data.shuffle_partitions" if data.shuffle_partitions
+                                       else (data.shuffle_partition_mb << 20) // doc_bytes),
+    }
+
+
 def bucket_of(values: np.ndarray, num_buckets: int) -> np.ndarray:
     """Well-mixed hash partition of integer keys."""
     with np.errstate(over="ignore"):

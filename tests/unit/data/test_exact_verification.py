@@ -89,3 +89,15 @@ def test_config_and_row_sizes():
     assert mh.verification == "jaccard" and (mh.num_bands, mh.rows_per_band) == (20, 6)
     assert near_row_bytes(20, 6, with_sig=False) == 16 + 32 and near_row_bytes(20, 6) == 16 + 480 + 32
     assert json.dumps(mh.threshold) == "0.8"
+
+
+def test_near_dedup_plan_says_which_verification_and_its_cost():
+    from orchestrator.data.dedup import near_dedup_plan
+
+    plan = near_dedup_plan(DataPrepDataConfig())
+    assert plan["near_dedup_verification"] == "jaccard" and "8 bytes per distinct shingle" in plan["near_dedup_verification_cost"]
+    assert plan["lsh_candidate_probability_at_threshold"] == pytest.approx(1 - (1 - 0.8**6) ** 20, abs=1e-4)
+    assert plan["near_dedup_shuffle_bytes_per_doc"] == 20 * (16 + 32)
+    assert plan["near_dedup_docs_per_bucket"] == (32 << 20) // (20 * 48)
+    est = near_dedup_plan(DataPrepDataConfig(minhash=MinHashConfig(verification="estimate")))
+    assert est["near_dedup_shuffle_bytes_per_doc"] == 20 * (16 + 480 + 32) and "sd ~0.037" in est["near_dedup_verification_cost"]
