@@ -146,7 +146,7 @@ def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float
         env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = str(object_store_fraction)
     proc = subprocess.Popen([sys.executable, __file__, "--child", kind, "--input", str(input_dir), "--work", str(work),
                              "--result", str(result_path), *[f"--set={o}" for o in overrides]],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.DEVNULL, stderr=open(work / f"{kind}.stderr.log", "w"), env=env)
     peak = 0
     at_peak: list[tuple[str, int]] = []
     root = psutil.Process(proc.pid)
@@ -175,7 +175,7 @@ def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float
     rc = proc.wait()
     t.join()
     if rc != 0:
-        raise RuntimeError(f"{kind} failed with exit code {rc}")
+        raise RuntimeError(f"{kind} failed with exit code {rc}; see {work / f'{kind}.stderr.log'}")
     res = json.loads(result_path.read_text())
     res["peak_pss_mib"] = peak / 2**20
     # who held the memory at the peak: the five largest processes (name, MiB)
