@@ -130,23 +130,24 @@ def first_occurrences(keys: Sequence[int] | np.ndarray, orders: np.ndarray) -> t
 
 def candidate_pairs(keys: np.ndarray, orders: np.ndarray, max_comparisons: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (earlier, later) candidate pairs of a batch of (band key, order) rows: in every bucket
-    (band key) each member is paired with the earlier of its first ``max_comparisons`` members."""
+    (band key) each member is paired with the earlier of its first ``max_comparisons`` members.
+    Vectorised: the member of rank i in its bucket yields min(i, max_comparisons) pairs."""
     keys, orders = np.asarray(keys, np.uint64), np.asarray(orders, np.int64)
+    if len(keys) < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     idx = np.lexsort((orders, keys))
     keys, orders = keys[idx], orders[idx]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.empty(0, np.int64)
-    ends = np.r_[starts[1:], len(keys)]
-    src: list[np.ndarray] = []
-    dst: list[np.ndarray] = []
-    for s, e in zip(starts[ends - starts >= 2], ends[ends - starts >= 2]):
-        k, m = e - s, min(e - s, max_comparisons)
-        later, earlier = np.nonzero(np.arange(m)[None, :] < np.arange(k)[:, None])  # j < min(i, m)
-        src.append(orders[s + earlier])
-        dst.append(orders[s + later])
-    if not src:
+    new_group = np.r_[True, keys[1:] != keys[:-1]]
+    start = np.maximum.accumulate(np.where(new_group, np.arange(len(keys)), 0))  # first row of each row's bucket
+    rank = np.arange(len(keys)) - start
+    count = np.minimum(rank, max_comparisons)
+    later = np.repeat(np.arange(len(keys)), count)
+    earlier = np.repeat(start, count) + (np.arange(len(later)) - np.repeat(np.cumsum(count) - count, count))
+    a, b = orders[earlier], orders[later]
+    keep = a != b
+    if not keep.any():
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    pairs = np.unique(np.stack([np.concatenate(src), np.concatenate(dst)], axis=1), axis=0)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    pairs = np.unique(np.stack([a[keep], b[keep]], axis=1), axis=0)
     return pairs[:, 0], pairs[:, 1]
 
 
