@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from orchestrator.config.data_prep import DataPrepDataConfig, MinHashConfig
 from orchestrator.config import ConfigError
+from orchestrator.config.data_prep import DataPrepDataConfig, MinHashConfig
 from orchestrator.data.corpus import Vocabulary, edit_words, write_jsonl
 from orchestrator.data.dedup import near_row_bytes
 from orchestrator.data.inputs import resolve_partitions
