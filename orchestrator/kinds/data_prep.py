@@ -50,18 +50,14 @@ def lsh_detection_curve(num_bands: int, rows_per_band: int,
 
 
 def plan(cfg: DataPrepConfig) -> dict[str, Any]:
-    from orchestrator.data.dedup import near_row_bytes
+    from orchestrator.data.dedup import near_dedup_plan
 
     mh = cfg.data.minhash
-    doc_bytes = mh.num_bands * near_row_bytes(mh.num_bands, mh.rows_per_band)
     return {
         "minhash_permutations": mh.num_bands * mh.rows_per_band,
         "lsh_threshold_estimate": round((1 / mh.num_bands) ** (1 / mh.rows_per_band), 4),
         "lsh_detection_probability": lsh_detection_curve(mh.num_bands, mh.rows_per_band),
-        # one near-dedup reduce task holds one bucket: this many documents' band rows
-        "near_dedup_shuffle_bytes_per_doc": doc_bytes,
-        "near_dedup_docs_per_bucket": ("fixed: data.shuffle_partitions" if cfg.data.shuffle_partitions
-                                       else (cfg.data.shuffle_partition_mb << 20) // doc_bytes),
+        **near_dedup_plan(cfg.data),  # verification, its cost, shuffle bytes per document, docs per bucket
         "workers": cfg.cluster.num_workers,
     }
 
