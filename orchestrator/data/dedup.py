@@ -32,6 +32,7 @@ import numpy as np
 
 from orchestrator.data import shuffle
 from orchestrator.data.components import large_star, small_star
+from orchestrator.data.minhash import detection_probability
 
 log = logging.getLogger(__name__)
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -63,7 +64,7 @@ def near_dedup_plan(data: Any) -> dict[str, Any]:
             "per word kept), one more shuffle of the candidate pairs (~80 bytes each), one lookup per pair"
             if exact else "signature estimate (sd ~%.3f at Jaccard %.2f): no shingle files, no pair shuffle, "
             "signatures ride in the band rows" % ((s * (1 - s) / (mh.num_bands * mh.rows_per_band)) ** 0.5, s)),
-        "lsh_candidate_probability_at_threshold": round(1 - (1 - s**mh.rows_per_band) ** mh.num_bands, 4),
+        "lsh_candidate_probability_at_threshold": round(detection_probability(s, mh.num_bands, mh.rows_per_band), 4),
         "near_dedup_shuffle_bytes_per_doc": doc_bytes,
         "near_dedup_docs_per_bucket": ("fixed: data.shuffle_partitions" if data.shuffle_partitions
                                        else (data.shuffle_partition_mb << 20) // doc_bytes),

@@ -45,8 +45,10 @@ def check(cfg: DataPrepConfig) -> None:
 
 def lsh_detection_curve(num_bands: int, rows_per_band: int,
                         points: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> dict[float, float]:
-    """P(a pair becomes an LSH candidate | Jaccard s) = 1 - (1 - s^r)^b."""
-    return {s: round(1 - (1 - s**rows_per_band) ** num_bands, 4) for s in points}
+    """P(a pair becomes an LSH candidate | Jaccard s) at a few similarities (the dry-run curve)."""
+    from orchestrator.data.minhash import detection_probability
+
+    return {s: round(detection_probability(s, num_bands, rows_per_band), 4) for s in points}
 
 
 def plan(cfg: DataPrepConfig) -> dict[str, Any]:
