@@ -27,6 +27,7 @@ import torch
 
 from orchestrator.rlhf.batches import left_pad_prompts
 from orchestrator.rlhf.kl import make_kl_controller
+from orchestrator.rlhf.mismatch import engine_mismatch
 from orchestrator.rlhf.placement import RoleGroup, create_placement_group
 from orchestrator.rlhf.ppo_checkpoint import find_resume_checkpoint, load_ppo_state, save_ppo_checkpoint
 from orchestrator.rlhf.preference import RewardNormalizer
@@ -38,7 +39,7 @@ from orchestrator.training.sampler import StepSampler
 log = logging.getLogger(__name__)
 
 _EXP_KEYS = ("input_ids", "attention_mask", "position_ids", "response_mask", "old_logprobs", "old_values",
-             "advantages", "returns")
+             "advantages", "returns", "tis_weights")
 
 
 class PPOController:
@@ -148,9 +149,9 @@ class PPOController:
 
         g = self.groups["actor"]
         shards = shard_rows(prompts, len(g)) if len(g) > 1 else [prompts]
-        resp = ray.get([w.generate.remote(s, seed * 100003 + step, self.tok.eos_token_id, self.tok.pad_token_id)
+        resp = ray.get([w.rollout.remote(s, seed * 100003 + step, self.tok.eos_token_id, self.tok.pad_token_id)
                         for w, s in zip(g.workers, shards)])
-        responses = pad_right(resp, self.tok.pad_token_id)
+        responses = pad_right([r["responses"] for r in resp], self.tok.pad_token_id)
         batch = sequence_batch(prompts["input_ids"], prompts["attention_mask"], responses, self.tok.eos_token_id,
                                self.tok.pad_token_id)
         t1 = time.perf_counter()
@@ -164,6 +165,7 @@ class PPOController:
         scores = self.normalizer.normalize(raw)
         exp, stats = make_experience(batch, logp, ref, values, scores, beta=self.kl_ctl.value, kl_kind=p.kl_kind,
                                      gamma=p.gamma, lam=p.lam, whiten=p.whiten_advantages)
+        stats.update(engine_mismatch(exp, resp, self.cfg.rollout.tis_cap))
         t2 = time.perf_counter()
         stats.update({"reward_mean": float(raw.mean()), "reward_std": float(raw.std()),
                       "rule_score_mean": float(scored["rule_score"].mean()), "beta": self.kl_ctl.value,
@@ -191,7 +193,15 @@ class PPOController:
                     for k, v in st.items():
                         sums[k] = sums.get(k, 0.0) + v
                 n_updates += 1
+        if train_actor:
+            self.sync_rollout_engines()
         return {k: v / n_updates for k, v in sums.items()}
+
+    def sync_rollout_engines(self) -> None:
+        """Weights of every actor rank into its rollout engine (a no-op for ``rollout.engine=hf``)."""
+        import ray
+
+        ray.get(self.groups["actor"].call("sync_rollout_engine"))
 
     def maybe_inject_failure(self, step: int) -> None:
         """``trainer.fail_at_step``: the critic actor's process dies mid-step, once (marker file)."""
@@ -217,6 +227,7 @@ class PPOController:
         self.start_roles()
         if resume_from is not None:
             self.load_state_dict(load_ppo_state(resume_from, self._trained()))
+            self.sync_rollout_engines()
         last: dict[str, float] = {}
         while self.step < cfg.trainer.max_steps:
             step = self.step + 1
@@ -242,6 +253,7 @@ class PPOController:
         ckpt = find_resume_checkpoint(self.ckpt_root, "auto")
         if ckpt is not None:
             self.load_state_dict(load_ppo_state(ckpt, self._trained()))
+            self.sync_rollout_engines()
 
     def _one_step(self, step: int) -> dict[str, float]:
         cfg, p = self.cfg, self.p
