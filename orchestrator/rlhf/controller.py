@@ -91,6 +91,9 @@ class RoleController:
     def on_roles_started(self) -> None:
         """Hook after (re)starting the roles, before any checkpoint is loaded."""
 
+    def after_load(self) -> None:
+        """Hook after a checkpoint was loaded into the roles (resume, recovery)."""
+
     # ------------------------------------------------------------------ roles
     def start_roles(self) -> None:
         """(Re)create the placement group and the role actors from the initial models."""
@@ -155,6 +158,7 @@ class RoleController:
         self.start_roles()
         if resume_from is not None:
             self.load_state_dict(load_ppo_state(resume_from, self._trained()))
+            self.after_load()
         last: dict[str, float] = {}
         while self.step < cfg.trainer.max_steps:
             step = self.step + 1
@@ -177,6 +181,7 @@ class RoleController:
         ckpt = find_resume_checkpoint(self.ckpt_root, "auto")
         if ckpt is not None:
             self.load_state_dict(load_ppo_state(ckpt, self._trained()))
+            self.after_load()
 
     def _one_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg

@@ -88,7 +88,8 @@ def aggregate_loss(per_token_loss: torch.Tensor, mask: torch.Tensor, kind: str =
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, clip_eps: float, num_tokens: Optional[float] = None, *,
                 clip_high: Optional[float] = None, loss_agg: str = "token_mean", num_seqs: Optional[float] = None,
-                norm_length: Optional[float] = None) -> tuple[torch.Tensor, dict[str, float]]:
+                norm_length: Optional[float] = None, token_weights: Optional[torch.Tensor] = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate objective of PPO (Schulman et al., 2017), as a loss to minimise.
 
     ``l_t = max(-A_t r_t, -A_t clip(r_t, 1 - eps_low, 1 + eps_high))`` with ``r_t = exp(logp_t - old_logp_t)``.
@@ -106,6 +107,9 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
         loss_agg: aggregation, see :func:`aggregate_loss`.
         num_seqs: sequence count of the whole minibatch for the sequence aggregations.
         norm_length: Dr.GRPO's constant normaliser for ``seq_mean_token_sum_norm``.
+        token_weights: ``[B, T]`` constant per-token weights of the clipped term, e.g. truncated
+            importance-sampling weights ``min(pi_actor_old / pi_engine, cap)``
+            (:func:`orchestrator.rlhf.mismatch.tis_weights`); None = 1.
 
     Returns:
         ``(loss, stats)`` with stats ``clip_frac`` (share of tokens where the clipped term is active),
@@ -121,6 +125,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)
     per_token = torch.maximum(unclipped, clipped)
+    if token_weights is not None:
+        per_token = per_token * zero_outside(token_weights.detach().to(per_token.dtype), mask)
 
     def agg(x: torch.Tensor) -> torch.Tensor:
         return aggregate_loss(x, mask, loss_agg, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length)

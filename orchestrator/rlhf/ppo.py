@@ -21,11 +21,11 @@ import time
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from orchestrator.rlhf.batches import left_pad_prompts
 from orchestrator.rlhf.controller import RoleController, RoleSpec
 from orchestrator.rlhf.kl import make_kl_controller
+from orchestrator.rlhf.mismatch import engine_mismatch
 from orchestrator.rlhf.preference import RewardNormalizer
 from orchestrator.rlhf.roles import CriticRole, PolicyRole, RewardRole
 from orchestrator.rlhf.rollout import make_experience, minibatch_indices, pad_right, select, sequence_batch, shard_rows
@@ -34,7 +34,7 @@ from orchestrator.training.sampler import StepSampler
 log = logging.getLogger(__name__)
 
 _EXP_KEYS = ("input_ids", "attention_mask", "position_ids", "response_mask", "old_logprobs", "old_values",
-             "advantages", "returns")
+             "advantages", "returns", "tis_weights")
 
 
 class PPOController(RoleController):
@@ -121,9 +121,9 @@ class PPOController(RoleController):
 
         g = self.groups["actor"]
         shards = shard_rows(prompts, len(g)) if len(g) > 1 else [prompts]
-        resp = ray.get([w.generate.remote(s, seed * 100003 + step, self.stop, self.tok.pad_token_id)
+        resp = ray.get([w.rollout.remote(s, seed * 100003 + step, self.stop, self.tok.pad_token_id)
                         for w, s in zip(g.workers, shards)])
-        responses = pad_right(resp, self.tok.pad_token_id)
+        responses = pad_right([r["responses"] for r in resp], self.tok.pad_token_id)
         batch = sequence_batch(prompts["input_ids"], prompts["attention_mask"], responses, self.stop,
                                self.tok.pad_token_id)
         t1 = time.perf_counter()
@@ -137,6 +137,7 @@ class PPOController(RoleController):
         scores = self.normalizer.normalize(raw)
         exp, stats = make_experience(batch, logp, ref, values, scores, beta=self.kl_ctl.value, kl_kind=p.kl_kind,
                                      gamma=p.gamma, lam=p.lam, whiten=p.whiten_advantages)
+        stats.update(engine_mismatch(exp, resp, self.cfg.rollout.tis_cap))
         t2 = time.perf_counter()
         stats.update({"reward_mean": float(raw.mean()), "reward_std": float(raw.std()),
                       "rule_score_mean": float(scored["rule_score"].mean()), "beta": self.kl_ctl.value,
@@ -164,7 +165,19 @@ class PPOController(RoleController):
                     for k, v in st.items():
                         sums[k] = sums.get(k, 0.0) + v
                 n_updates += 1
+        if train_actor:
+            self.sync_rollout_engines()
         return {k: v / n_updates for k, v in sums.items()}
+
+    def sync_rollout_engines(self) -> None:
+        """Weights of every actor rank into its rollout engine (a no-op for ``rollout.engine=hf``)."""
+        import ray
+
+        ray.get(self.groups["actor"].call("sync_rollout_engine"))
+
+    def after_load(self) -> None:
+        """A checkpoint was loaded into the roles (resume, recovery): the engines take the actor's weights."""
+        self.sync_rollout_engines()
 
     def step_stats(self, step: int) -> tuple[dict[str, float], dict[str, Any]]:
         exp, stats, samples = self.rollout(step)

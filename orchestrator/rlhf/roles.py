@@ -140,6 +140,8 @@ class PolicyRole(RoleBase):
 
         self.role = "actor" if trainable else "reference"
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self._engine: Any = None  # the rollout engine, built on first use
+        self.weights_version = 0  # optimizer steps taken (+1 per checkpoint load): the rollout engine must match
         if trainable:
             self.engine = self._make_engine(model, cfg.trainer.lr, total_updates)
             self.model = self.engine.module
@@ -148,22 +150,45 @@ class PolicyRole(RoleBase):
             model.eval()
             self.model = model
 
-    @torch.no_grad()
-    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int | list[int],
-                 pad_id: int) -> torch.Tensor:
-        """Sampled responses [B, R] (R <= max_new_tokens) for left-padded prompts, KV cache on.
+    # ---------------------------------------------------------------- rollout engine (rollout.engine)
+    def _rl_options(self) -> Any:
+        """The kind's options that hold the sampling settings: ``cfg.ppo`` or ``cfg.grpo``."""
+        return getattr(self.cfg, self.cfg.kind)
 
-        The torch RNG is seeded from (``seed``, rank) right before sampling, so a recomputed step
-        (resume, recovery) draws exactly the same responses.
-        """
-        p = getattr(self.cfg, self.cfg.kind)  # the kind's options: temperature, top_p, max_new_tokens
-        torch.manual_seed(seed * 1000 + self.rank)
-        self.model.eval()
-        out = self.model.generate(
-            input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"], do_sample=True,
-            temperature=p.temperature, top_p=p.top_p, top_k=0, max_new_tokens=p.max_new_tokens,
-            eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True)
-        return out[:, prompts["input_ids"].shape[1]:]
+    def _rollout_engine(self) -> Any:
+        """The actor's engine (:mod:`orchestrator.rlhf.rollout_engines`), built on first use from the current weights."""
+        if self._engine is None:
+            from orchestrator.rlhf.rollout_engines import make_engine
+
+            opts = self._rl_options()
+            self._engine = make_engine(self.cfg, self.model, self.rank,
+                                       opts.rollout_batch_size * getattr(opts, "group_size", 1))
+            self._engine.version = self.weights_version
+        return self._engine
+
+    def rollout(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int | list[int], pad_id: int) -> dict[str, Any]:
+        """Sampled ``responses`` [B, R] (R <= max_new_tokens) for left-padded prompts and the engine's
+        ``logprobs`` of them (None for ``hf``). Raises ``StaleRolloutEngineError`` when the engine's weights
+        version is not the actor's (a skipped :meth:`sync_rollout_engine`). Seeded from (``seed``, rank), so
+        a recomputed step (resume, recovery) draws the same responses (see the engines' seeding notes)."""
+        from orchestrator.rlhf.rollout_engines import check_version, sampling_from
+
+        engine = self._rollout_engine()
+        check_version(engine, self.weights_version)
+        return engine.generate(prompts, seed, eos_id, pad_id, sampling_from(self._rl_options()))
+
+    def sync_rollout_engine(self) -> int:
+        """Push the current (ZeRO-gathered) weights into the rollout engine; returns the synced version."""
+        from orchestrator.rlhf.rollout_engines import full_named_parameters
+
+        engine = self._rollout_engine()
+        if engine.version != self.weights_version:
+            engine.sync(full_named_parameters(self.model, self.cfg.parallel.zero_stage), self.weights_version)
+        return engine.version
+
+    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int | list[int], pad_id: int) -> torch.Tensor:
+        """Only the responses of :meth:`rollout`."""
+        return self.rollout(prompts, seed, eos_id, pad_id)["responses"]
 
     @torch.no_grad()
     def logprobs(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -184,7 +209,8 @@ class PolicyRole(RoleBase):
             targets = micro["input_ids"][:, P:]
             logp = logprobs_from_logits(logits, targets)
             mask = micro["response_mask"]
-            loss, st = policy_loss(logp, micro["old_logprobs"], micro["advantages"], mask, p.clip_eps, num_tokens)
+            loss, st = policy_loss(logp, micro["old_logprobs"], micro["advantages"], mask, p.clip_eps, num_tokens,
+                                   token_weights=micro.get("tis_weights"))
             entropy = masked_mean(entropy_from_logits(logits), mask, num_tokens)
             total = (loss - p.entropy_coef * entropy) * self.world_size
             self.engine.backward(total, scale_wrt_gas=False)
@@ -193,7 +219,12 @@ class PolicyRole(RoleBase):
             for k, v in {"policy_loss": float(loss.detach()), "entropy": float(entropy.detach()), **st}.items():
                 stats[k] = stats.get(k, 0.0) + v
         stats["actor_grad_norm"] = self._grad_norm()
+        self.weights_version += 1
         return stats
+
+    def load(self, ckpt_dir: str) -> None:
+        super().load(ckpt_dir)
+        self.weights_version += 1  # new weights: the rollout engine needs a sync
 
 
     def export(self, out_dir: str) -> str:

@@ -25,9 +25,10 @@ def job_cfg(kind: str, ws: Path, run_name: str, *extra: str):
     return cfg
 
 
-def build_sft_policy(ws: Path) -> tuple[str, dict]:
+def build_sft_policy(ws: Path, *extra: str) -> tuple[str, dict]:
     """Export dir of the session's SFT policy (trained once with packing and MLflow tracking; reused when
-    already exported). ``ws/sft`` holds its eval.json, steps.jsonl and tracking.json."""
+    already exported). ``ws/sft`` holds its eval.json, steps.jsonl and tracking.json. ``extra`` overrides
+    (e.g. ``model=tiny_h32``) need their own ``ws``."""
     from orchestrator.kinds.sft import run as run_sft
 
     export = ws / "sft" / "export"
@@ -35,7 +36,7 @@ def build_sft_policy(ws: Path) -> tuple[str, dict]:
         return str(export), {}
     cfg = job_cfg("sft", ws, "sft", f"trainer.max_steps={SFT_STEPS}", "trainer.global_batch_size=16",
                   "parallel.micro_batch_size=4", "trainer.save_every=0", "optim=adamw_constant",
-                  "sft.packing=true")
+                  "sft.packing=true", *extra)
     res = run_sft(cfg)
     return res["export_dir"], res
 

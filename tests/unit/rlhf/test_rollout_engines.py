@@ -1,0 +1,117 @@
+"""``rollout.*``: config refusals before Ray, the mismatch/TIS math, the version check (no vLLM needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from orchestrator.config import ConfigError
+from orchestrator.kinds import load
+
+
+@pytest.fixture
+def vllm_installed(monkeypatch):
+    monkeypatch.setattr("orchestrator.config.rollout.vllm_available", lambda: True)
+
+
+@pytest.mark.parametrize("overrides,key,words", [
+    (["rollout.engine=sglang"], "rollout.engine", "unknown engine"),
+    (["rollout.layout=remote"], "rollout.layout", "unknown layout"),
+    (["rollout.tis_cap=0.5"], "rollout.tis_cap", "cap >= 1"),
+    (["rollout.gpu_memory_utilization=0"], "rollout.gpu_memory_utilization", "(0, 1]"),
+    (["rollout.engine=vllm", "model=tiny"], "rollout.engine", "model=tiny_h32"),  # head_dim 16 on CPU
+    (["rollout.engine=vllm", "model=tiny_h32", "rollout.layout=separate"], "rollout.layout", "colocated"),
+])
+def test_invalid_rollout_configs_are_refused_naming_key_and_fix(vllm_installed, overrides, key, words):
+    with pytest.raises(ConfigError) as info:
+        load("ppo", overrides)
+    assert info.value.key == key and words in str(info.value), str(info.value)
+
+
+def test_vllm_missing_is_refused_with_the_install_command(monkeypatch):
+    monkeypatch.setattr("orchestrator.config.rollout.vllm_available", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        load("ppo", ["rollout.engine=vllm", "model=tiny_h32"])
+    assert info.value.key == "rollout.engine" and "pip install -e '.[vllm]'" in info.value.fix
+
+
+def test_defaults_and_a_valid_vllm_config(vllm_installed):
+    from orchestrator.config.rollout import rollout_tags
+
+    cfg = load("ppo")
+    assert (cfg.rollout.engine, cfg.rollout.layout, cfg.rollout.tis_cap) == ("hf", "colocated", None)
+    assert rollout_tags(cfg) == {"rollout.engine": "hf", "rollout.reproducible": "true"}
+    cfg = load("ppo", ["rollout.engine=vllm", "model=tiny_h32", "rollout.tis_cap=2"])
+    assert cfg.model.head_dim == 32 and cfg.rollout.tis_cap == 2.0
+    assert rollout_tags(cfg)["rollout.reproducible"] == "false"
+
+
+def test_tis_weights_are_the_capped_ratio_and_one_outside_the_mask():
+    from orchestrator.rlhf.mismatch import tis_weights
+
+    actor = torch.tensor([[-1.0, -2.0, -3.0]])
+    engine = torch.tensor([[-1.5, -1.0, float("nan")]])  # NaN in the padding must not leak
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    w = tis_weights(actor, engine, mask, cap=1.5)
+    assert torch.allclose(w, torch.tensor([[1.5, math.exp(-1.0), 1.0]]))  # e^0.5 = 1.65 capped to 1.5
+    assert tis_weights(actor, engine, mask, cap=None) is None
+
+
+def test_mismatch_stats_by_hand():
+    from orchestrator.rlhf.mismatch import mismatch_stats
+
+    actor = torch.tensor([[-1.0, -2.0], [-0.5, -9.0]])
+    engine = torch.tensor([[-1.2, -1.9], [-0.5, 0.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    st = mismatch_stats(actor, engine, mask, cap=1.1)
+    assert st["mismatch_logp_abs_mean"] == pytest.approx((0.2 + 0.1 + 0.0) / 3)
+    assert st["mismatch_ratio_max"] == pytest.approx(math.exp(0.2))
+    assert st["mismatch_ratio_min"] == pytest.approx(math.exp(-0.1))
+    assert st["tis_clipped_frac"] == pytest.approx(1 / 3)  # only e^0.2 = 1.22 exceeds 1.1
+
+
+def test_engine_mismatch_pads_shards_and_is_a_noop_for_hf():
+    from orchestrator.rlhf.mismatch import engine_mismatch
+
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    exp = {"response_mask": mask, "old_logprobs": torch.full((2, 3), -1.0)}
+    assert engine_mismatch(dict(exp), [{"responses": None, "logprobs": None}], cap=2.0) == {}
+    shards = [{"logprobs": torch.full((1, 3), -1.0)}, {"logprobs": torch.full((1, 1), -2.0)}]  # ranks' R differ
+    st = engine_mismatch(exp, shards, cap=2.0)
+    assert exp["engine_logprobs"].shape == (2, 3)
+    assert torch.allclose(exp["tis_weights"], torch.tensor([[1.0, 1.0, 1.0], [2.0, 1.0, 1.0]]))  # e^1 capped at 2
+    assert st["mismatch_logp_abs_mean"] == pytest.approx(0.25)
+
+
+def test_policy_loss_token_weights_scale_each_tokens_term():
+    from orchestrator.rlhf.losses import policy_loss
+
+    g = torch.Generator().manual_seed(0)
+    logp = torch.randn(3, 4, generator=g, requires_grad=True)
+    old, adv = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    base, _ = policy_loss(logp, old, adv, mask, 0.2)
+    ones, _ = policy_loss(logp, old, adv, mask, 0.2, token_weights=torch.ones(3, 4))
+    assert torch.equal(base, ones)
+    w = torch.rand(3, 4, generator=g)
+    weighted, _ = policy_loss(logp, old, adv, mask, 0.2, token_weights=w)
+    ratio = torch.exp(logp - old)
+    per_tok = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.2)) * w
+    assert torch.allclose(weighted, (per_tok * mask).sum() / mask.sum())
+    weighted.backward()  # the weights are constants: gradient flows through the ratio only
+    assert logp.grad is not None and torch.all(logp.grad[mask == 0] == 0)
+
+
+def test_version_check_and_hf_engine_sync():
+    from orchestrator.rlhf.rollout_engines import HFEngine, StaleRolloutEngineError, check_version, request_seed
+
+    eng = HFEngine(torch.nn.Linear(1, 1))
+    check_version(eng, 0)
+    with pytest.raises(StaleRolloutEngineError, match="version 0 but the actor is at version 2"):
+        check_version(eng, 2)
+    eng.sync([], 2)
+    check_version(eng, 2)
+    seeds = {request_seed(7, r, i) for r in range(2) for i in range(64)}
+    assert len(seeds) == 128 and all(0 <= s < 2**63 for s in seeds)
