@@ -69,7 +69,7 @@ def test_credentials_in_the_tracking_uri_travel_as_env_not_in_the_entrypoint(tmp
     renv = jobs_api.runtime_env(env)
     assert renv["env_vars"]["MLFLOW_TRACKING_URI"] == uri and renv["working_dir"] == str(REPO)
     assert ".venv/" in renv["excludes"] and "outputs/" in renv["excludes"]
-    jobs_api._check_composes("pretrain", pinned, env)  # the interpolation resolves inside the job
+    jobs_api._check_composes("pretrain", pinned, env, load)  # the interpolation resolves inside the job
 
 
 def test_token_lookup_follows_rays_precedence(tmp_path, monkeypatch):
