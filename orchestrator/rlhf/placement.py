@@ -95,12 +95,18 @@ class RoleGroup:
                 pass
 
 
-def create_placement_group(ppo: Any) -> tuple[Any, dict[str, list[int]]]:
+def pg_strategy(colocate: bool, placement: str) -> str:
+    """Ray strategy of the roles' placement group: ``STRICT_PACK`` (one node) when colocated, else
+    ``cluster.placement`` (``PACK`` / ``SPREAD``)."""
+    return "STRICT_PACK" if colocate else placement.upper()
+
+
+def create_placement_group(ppo: Any, placement: str = "pack") -> tuple[Any, dict[str, list[int]]]:
     """Reserve the roles' resources (waits until Ray can grant them)."""
     import ray
     from ray.util.placement_group import placement_group
 
     bundles, index = bundles_for(ppo)
-    pg = placement_group(bundles, strategy="STRICT_PACK" if ppo.colocate else "PACK")
+    pg = placement_group(bundles, strategy=pg_strategy(ppo.colocate, placement))
     ray.get(pg.ready(), timeout=300)
     return pg, index

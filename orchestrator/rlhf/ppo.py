@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from orchestrator.config.jobs import checkpoint_root
 from orchestrator.rlhf.batches import left_pad_prompts
 from orchestrator.rlhf.kl import make_kl_controller
 from orchestrator.rlhf.placement import RoleGroup, create_placement_group
@@ -66,7 +67,7 @@ class PPOController:
         # conversation prompts stop at the template's end of turn too (rlhf.chat_prompts.generation_stop_ids)
         self.stop: int | list[int] = stop_ids if stop_ids else self.tok.eos_token_id
         self.out = Path(cfg.output_dir)
-        self.ckpt_root = self.out / "checkpoints"
+        self.ckpt_root = checkpoint_root(cfg)
         self.steplog = StepLog(self.out / "steps.jsonl")
         self.updates_per_step = self.p.ppo_epochs * (self.p.rollout_batch_size // self.p.minibatch_size)
         self.groups: dict[str, RoleGroup] = {}
@@ -97,7 +98,7 @@ class PPOController:
         """(Re)create the placement group and the role actors from the initial models."""
         self.stop_roles()
         cfg, p = self.cfg, self.p
-        self.pg, index = create_placement_group(p)
+        self.pg, index = create_placement_group(p, cfg.cluster.placement)
         total = cfg.trainer.max_steps * self.updates_per_step
 
         def group(name: str, cls: type, make: Any) -> RoleGroup:
