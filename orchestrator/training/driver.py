@@ -21,7 +21,7 @@ from orchestrator.config.plan import make_train_plan
 from orchestrator.core.console import StepProgress, say, verbose
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
 from orchestrator.core.timing import Phases, one_line
-from orchestrator.engine.checkpoint import latest_committed
+from orchestrator.engine.checkpoint import latest_committed, read_trainer_state
 from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
 from orchestrator.runtime.ray_runtime import ray_session
 from orchestrator.tracking import config_hash, job_run, lineage_tags
@@ -100,7 +100,7 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
         with phases.phase("ray_start"):
             stack.enter_context(ray_session(cfg.cluster))
         with phases.phase("tracking_start"):
-            tracker = stack.enter_context(job_run(cfg))
+            tracker = stack.enter_context(job_run(cfg, resume_run_id=prepared["resume_run_id"]))
         version = _train(cfg, task, prepared, tracker, phases)
         run_id = tracker.run_id
         startup = _startup_metrics(Path(cfg.output_dir), phases)
@@ -152,7 +152,8 @@ def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     export_dir = str(out / "export") if cfg.trainer.export else None
     tags = lineage_tags(model=cfg.model.pretrained, **{k.split(".")[-1]: v for k, v in upstream_uris.items()},
                         dataset=str(data))
-    return {"resume_dir": resume_dir, "model_dir": model_dir, "upstream": upstream, "data": data,
+    resume_run_id = read_trainer_state(resume_dir).get("extra", {}).get("mlflow_run_id") if resume_dir else None
+    return {"resume_dir": resume_dir, "resume_run_id": resume_run_id, "model_dir": model_dir, "upstream": upstream, "data": data,
             "tok_dir": tok_dir, "plan": plan, "export_dir": export_dir, "tags": tags}
 
 
