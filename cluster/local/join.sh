@@ -3,6 +3,7 @@
 # own temp dir, CPUs, node label and local scratch directory. Stop it with `CLUSTER_DIR=$NODE_DIR cluster/local/stop.sh`
 # (or kill its process group to simulate a node crash).
 #
+#   MULTI_NODE=1 cluster/local/start.sh          # the head, joinable
 #   HEAD=127.0.0.1:6379 NODE_DIR=outputs/node-2 LABELS=node_group=worker cluster/local/join.sh
 #
 # Settings (environment): HEAD (the head's GCS address, required), NODE_DIR (pid file, log, scratch;
@@ -24,17 +25,16 @@ if [[ -f $NODE_DIR/ray.pid ]] && kill -0 "$(cat "$NODE_DIR/ray.pid")" 2>/dev/nul
   exit 1
 fi
 mkdir -p "$RAY_TEMP_DIR" "$NODE_DIR/scratch"
-# start.sh sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 to keep the head on the loopback address; a joining
-# node needs it on (else `ray start --address` refuses), and --node-ip-address keeps it on 127.0.0.1 too.
-export RAY_AUTH_MODE=token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 RAY_ADDRESS=$HEAD
+# The head must run with MULTI_NODE=1 (start.sh): a loopback-only head cannot be joined.
+export RAY_AUTH_MODE=token RAY_ADDRESS=$HEAD
 export ORCHESTRATOR_LOCAL_DIR=$NODE_DIR/scratch
 
-setsid "$RAY" start --address "$HEAD" --block --disable-usage-stats --node-ip-address 127.0.0.1 \
+setsid "$RAY" start --address "$HEAD" --block --disable-usage-stats \
   --num-cpus "$NUM_CPUS" --temp-dir "$RAY_TEMP_DIR" --labels "$LABELS" \
   ${RAY_START_EXTRA:-} >"$NODE_DIR/ray.log" 2>&1 < /dev/null &
 echo $! >"$NODE_DIR/ray.pid"
 
-# Joined once the raylet has written its port file in the node's session directory.
+# Joined once `ray start` reports the node's runtime started (its raylet registered with the GCS).
 for _ in $(seq 120); do
   if grep -q "Ray runtime started" "$NODE_DIR/ray.log" 2>/dev/null; then
     echo "node joined $HEAD (labels $LABELS, scratch $NODE_DIR/scratch)"

@@ -1,7 +1,7 @@
 """A real two-node Ray cluster on one machine, the way a second host joins one.
 
 Session fixture ``two_node_cluster`` (registered in ``tests/conftest.py``):
-* head: ``cluster/local/start.sh`` (``ray start --head``, token auth, 2 CPUs, label ``node_group=head``) and
+* head: ``MULTI_NODE=1 cluster/local/start.sh`` (``ray start --head``, token auth, 2 CPUs, label ``node_group=head``) and
   an MLflow server, with private ports and its own Ray temp dir;
 * worker: ``cluster/local/join.sh`` (``ray start --address <head GCS>``, 2 CPUs, label ``node_group=worker``)
   with its own temp dir, ports and node directory.
@@ -81,7 +81,7 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
 def two_node_cluster(tmp_path_factory):
     root = Path(tmp_path_factory.mktemp("two_nodes"))
     token = secrets.token_hex(32)
-    head_env, start, ports = start_head(root / "head", token, PYTHONPATH=str(REPO))
+    head_env, start, ports = start_head(root / "head", token, PYTHONPATH=str(REPO), MULTI_NODE="1")
     gcs = f"127.0.0.1:{ports['gcs']}"
     worker_env = dict(base_env(), RAY_AUTH_TOKEN=token, HEAD=gcs, NODE_DIR=str(root / "worker"), NUM_CPUS="2",
                       LABELS="node_group=worker", RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}",
@@ -91,9 +91,7 @@ def two_node_cluster(tmp_path_factory):
         join = subprocess.run(["bash", str(REPO / "cluster/local/join.sh")], env=worker_env, capture_output=True,
                               text=True, timeout=300)
         assert join.returncode == 0, join.stdout + join.stderr + _tail(root / "worker" / "ray.log")
-        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: the driver, like the nodes, is on 127.0.0.1 (not the LAN address).
-        env = dict(base_env(), RAY_AUTH_TOKEN=token, RAY_AUTH_MODE="token", PYTHONPATH=str(REPO),
-                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", DS_ACCELERATOR="cpu",
+        env = dict(base_env(), RAY_AUTH_TOKEN=token, RAY_AUTH_MODE="token", PYTHONPATH=str(REPO), DS_ACCELERATOR="cpu",
                    RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{ports['dash']}")
         cluster = TwoNodeCluster(head_dir=root / "head", worker_dir=root / "worker", gcs=gcs,
                                  mlflow_uri=f"http://127.0.0.1:{ports['mlflow']}", env=env, worker_env=worker_env)
