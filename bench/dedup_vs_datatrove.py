@@ -11,6 +11,9 @@ tree (Ray's GCS, raylet and workers included), sampled every 0.2 s. Prints one t
     pip install -e '.[bench]'   # datatrove + its English word tokenizer (spaCy) + orjson
     python bench/dedup_vs_datatrove.py --originals 1000 --scales 1 10
 
+Datatrove is optional: ``--only ours`` needs only this project (and psutil). ``--set KEY=VALUE``
+passes extra config overrides to ours (e.g. ``data.minhash.verification=estimate``).
+
 Ours here = stage 1 (read, normalise, MinHash signature) as a Ray Data map over input partitions, the
 LSH/verification/connected-components file-backed shuffles (Ray Data tasks), and stage 3 (write kept
 docs and the removal manifest); the quality filters, PII, exact dedup and tokenisation are switched
@@ -59,7 +62,7 @@ def make_corpus(out: Path, originals: int, seed: int = 0) -> tuple[int, set[str]
     return len(docs), truth
 
 
-def run_ours(input_dir: str, work: str) -> dict:
+def run_ours(input_dir: str, work: str, overrides: list[str] = ()) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     from orchestrator.kinds import load
     from orchestrator.data import job
@@ -74,7 +77,8 @@ def run_ours(input_dir: str, work: str) -> dict:
                              "data.language.enabled=false", "data.gopher_quality.enabled=false",
                              "data.gopher_repetition.enabled=false", "data.c4.enabled=false",
                              "data.fineweb.enabled=false", "data.pii.enabled=false",
-                             "data.exact_dedup.enabled=false", "tracking.enabled=false", "cluster.num_cpus=2"])
+                             "data.exact_dedup.enabled=false", "tracking.enabled=false", "cluster.num_cpus=2",
+                             *overrides])
     t0 = time.time()
     with ray_session(cfg.cluster):
         t1 = time.time()
@@ -83,13 +87,13 @@ def run_ours(input_dir: str, work: str) -> dict:
         work_dir = out / "work"
         work_dir.mkdir(parents=True, exist_ok=True)
         s1 = job._stage1(parts, cfg, work_dir)
-        job._stage2(parts, cfg, work_dir, sum(s["docs_out"] for s in s1))
+        near = job._stage2(parts, cfg, work_dir, sum(s["docs_out"] for s in s1)).get("near", {})
         map_tasks(finalize_partition, [{"index": p.index} for p in parts], cfg=cfg.data,
                   work=str(work_dir), out=str(out))
         t2 = time.time()
     removed = [json.loads(line)["id"] for f in sorted((out / "removals").glob("*.jsonl"))
                for line in open(f) if '"near_dedup"' in line]
-    return {"seconds": t2 - t1, "seconds_with_startup": t2 - t0, "removed": removed}
+    return {"seconds": t2 - t1, "seconds_with_startup": t2 - t0, "removed": removed, "near": near}
 
 
 def _patch_datatrove_xxhash() -> None:
@@ -131,7 +135,8 @@ def run_datatrove(input_dir: str, work: str) -> dict:
     return {"seconds": t1 - t0, "seconds_with_startup": t1 - t0, "removed": removed}
 
 
-def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float | None = None) -> dict:
+def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float | None = None,
+            overrides: list[str] = ()) -> dict:
     """Run one pipeline in a child process; peak PSS summed over its process tree."""
     import psutil
 
@@ -140,7 +145,8 @@ def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float
     if object_store_fraction is not None:  # a bounded object store spills shuffle blocks to disk
         env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = str(object_store_fraction)
     proc = subprocess.Popen([sys.executable, __file__, "--child", kind, "--input", str(input_dir), "--work", str(work),
-                             "--result", str(result_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                             "--result", str(result_path), *[f"--set={o}" for o in overrides]],
+                            stdout=subprocess.DEVNULL, stderr=open(work / f"{kind}.stderr.log", "w"), env=env)
     peak = 0
     at_peak: list[tuple[str, int]] = []
     root = psutil.Process(proc.pid)
@@ -169,7 +175,7 @@ def measure(kind: str, input_dir: Path, work: Path, object_store_fraction: float
     rc = proc.wait()
     t.join()
     if rc != 0:
-        raise RuntimeError(f"{kind} failed with exit code {rc}")
+        raise RuntimeError(f"{kind} failed with exit code {rc}; see {work / f'{kind}.stderr.log'}")
     res = json.loads(result_path.read_text())
     res["peak_pss_mib"] = peak / 2**20
     # who held the memory at the peak: the five largest processes (name, MiB)
@@ -193,13 +199,15 @@ def main() -> None:
     ap.add_argument("--object-store-fraction", type=float, default=None,
                     help="Ray object store as a fraction of RAM for ours (default: Ray's own, 0.3). The dedup "
                          "shuffles pass files, not blocks, so the object store holds only small results")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for ours, e.g. --set data.minhash.verification=estimate")
     ap.add_argument("--child", choices=["ours", "datatrove"])
     ap.add_argument("--input")
     ap.add_argument("--work")
     ap.add_argument("--result")
     a = ap.parse_args()
     if a.child:
-        res = (run_ours if a.child == "ours" else run_datatrove)(a.input, a.work)
+        res = run_ours(a.input, a.work, a.set) if a.child == "ours" else run_datatrove(a.input, a.work)
         Path(a.result).write_text(json.dumps(res))
         return
     import shutil
@@ -213,12 +221,14 @@ def main() -> None:
         for kind in [k for k in ("ours", "datatrove") if a.only in (None, k)]:
             work = base / kind
             work.mkdir(parents=True)
-            res = measure(kind, base / "input", work, a.object_store_fraction if kind == "ours" else None)
+            res = measure(kind, base / "input", work, a.object_store_fraction if kind == "ours" else None,
+                          a.set if kind == "ours" else [])
             p, r, f = f1(set(res["removed"]), truth)
             rows.append({"scale": scale, "docs": n_docs, "MiB": round(size_mib, 1), "pipeline": kind,
                          "seconds": round(res["seconds"], 1), "docs_per_s": round(n_docs / res["seconds"]),
                          "peak_pss_mib": round(res["peak_pss_mib"]), "precision": round(p, 4),
-                         "recall": round(r, 4), "f1": round(f, 4), "peak_top": res["peak_top"]})
+                         "recall": round(r, 4), "f1": round(f, 4), "peak_top": res["peak_top"],
+                         "near": res.get("near")})
             print(json.dumps(rows[-1]), flush=True)
     print("\n| scale | docs | MiB | pipeline | seconds | docs/s | peak PSS MiB | precision | recall | F1 |")
     print("|---|---|---|---|---|---|---|---|---|---|")

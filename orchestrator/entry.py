@@ -40,7 +40,7 @@ def execute(cfg: JobConfig) -> Any:
     from orchestrator.core.console import capture, quiet_libraries
 
     quiet_libraries()
-    with capture(Path(cfg.output_dir) / "logs" / "orchestrator.log"):
+    with capture(Path(cfg.output_dir) / "logs" / "orchestrator.log", plain_errors=(ConfigError,)):
         return kinds.run(cfg)
 
 

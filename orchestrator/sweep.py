@@ -96,7 +96,7 @@ def _run_points(kind: str, points: list[tuple[list[str], Any]]) -> dict[str, Any
     parent_cfg = dataclasses.replace(first, run_name=name, output_dir=f"{first.workspace}/{name}")
     rows: list[dict[str, Any]] = []
     t0 = time.time()
-    with capture(f"{parent_cfg.output_dir}/logs/orchestrator.log"), \
+    with capture(f"{parent_cfg.output_dir}/logs/orchestrator.log", plain_errors=(ConfigError,)), \
             job_run(parent_cfg, extra_tags={"sweep": kind, "sweep_points": str(len(points))}) as parent, \
             ray_session(first.cluster):
         for i, (point, cfg) in enumerate(points, 1):

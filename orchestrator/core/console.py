@@ -93,10 +93,12 @@ def console_is_tty() -> bool:
 
 
 @contextlib.contextmanager
-def capture(log_path: str | Path) -> Iterator[Path]:
+def capture(log_path: str | Path, plain_errors: tuple[type[BaseException], ...] = ()) -> Iterator[Path]:
     """Send every library line of this process and the processes it starts (Ray workers' echoes,
     DeepSpeed, transformers, C++ logs) to ``log_path``; only :func:`say` reaches the console. On an
-    error, the console gets the traceback and the log path. A no-op with ``ORCHESTRATOR_VERBOSE=1``."""
+    error, the console gets the traceback and the log path, except for ``plain_errors`` (user errors
+    that the caller reports in one line; their traceback stays in the log). A no-op with
+    ``ORCHESTRATOR_VERBOSE=1``."""
     path = Path(log_path)
     if verbose() or _console["fd"] is not None:
         yield path
@@ -119,7 +121,8 @@ def capture(log_path: str | Path) -> Iterator[Path]:
 
             text = "".join(traceback.format_exception(exc))
             print(text, file=sys.stderr, flush=True)
-            os.write(saved_err, f"{text}error: {type(exc).__name__}: {exc}\nfull log: {path}\n".encode())
+            if not isinstance(exc, plain_errors):
+                os.write(saved_err, f"{text}error: {type(exc).__name__}: {exc}\nfull log: {path}\n".encode())
         raise
     finally:
         sys.stdout.flush()

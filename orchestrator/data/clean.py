@@ -20,8 +20,9 @@ def clean_documents(texts: Iterable[str], cfg: Optional[DataPrepDataConfig] = No
     kept = [r.text for r in map(steps.run, texts) if r.text is not None]
     if not kept or not (cfg.exact_dedup.enabled or cfg.minhash.enabled):
         return kept
-    sigs = [steps.signature(t).tobytes() for t in kept] if cfg.minhash.enabled else []
+    hashes = [steps.shingle_hashes(t) for t in kept] if cfg.minhash.enabled else []
+    sigs = [steps.signature(t, h).tobytes() for t, h in zip(kept, hashes)]
     removed = dedup_local(np.arange(len(kept)), [str(i) for i in range(len(kept))],
                           [steps.exact_key(t) for t in kept], sigs, cfg.minhash,
-                          exact=cfg.exact_dedup.enabled, near=cfg.minhash.enabled)
+                          exact=cfg.exact_dedup.enabled, near=cfg.minhash.enabled, shingle_sets=hashes)
     return [t for i, t in enumerate(kept) if i not in removed]

@@ -6,8 +6,11 @@ as implemented by datatrove, which served as the reference. Differences, all del
 words come from :mod:`orchestrator.data.text` (a regex, not NLTK); Gopher's duplicate n-gram
 fraction counts every character covered by a repeated n-gram once (datatrove's helper joins n-gram
 strings instead of words); Gopher's duplicate-line rules ignore blank lines (paragraph separators
-are not repeated content); C4's page rules (lorem ipsum, curly bracket, bad words) look at the whole
-page as the paper states.
+are not repeated content), and so do Gopher's bullet/ellipsis line shares and the FineWeb line rules
+by default (``skip_blank_lines``; a blank line is a separator, not a short or unpunctuated line);
+C4's page rules (lorem ipsum, curly bracket, bad words) look at the whole page as the paper states; a
+C4 line or sentence also ends at terminal punctuation followed by closing quotes or brackets
+(``.”``, ``?’``, ``!)``), which the reference's last-character test misses on typographic prose.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from typing import Optional, Sequence
 
 from orchestrator.config.data_prep import (C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig,
                                            LanguageConfig)
-from orchestrator.data.text import count_sentences, is_punct, paragraphs, tokens, words
+from orchestrator.data.text import CLOSERS, count_sentences, ends_sentence, is_punct, paragraphs, tokens, words
 
 GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 BULLETS = ("\u2022", "\u2023", "\u25e6", "\u25cf", "\u25aa", "-", "*")
 ELLIPSES = ("...", "\u2026")
-C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
 C4_CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 C4_POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                         "use cookies")
@@ -42,6 +44,8 @@ class Verdict:
     """The document's new text when the filter rewrote it (C4 drops lines), else None."""
     stats: dict[str, float] = field(default_factory=dict)
     """Measured quantities (for the histograms)."""
+    detail: dict[str, str] = field(default_factory=dict)
+    """What the removal manifest records besides the reason (decontamination: benchmark and n-gram)."""
 
 
 def _drop(reason: str, stats: dict[str, float]) -> Verdict:
@@ -71,7 +75,7 @@ def gopher_quality(text: str, cfg: GopherQualityConfig) -> Verdict:
         return _drop("gopher_too_many_hashes", stats)
     if ellipses > cfg.max_symbol_word_ratio:
         return _drop("gopher_too_many_ellipsis", stats)
-    lines = text.splitlines() or [""]
+    lines = [ln for ln in text.splitlines() if ln.strip() or not cfg.skip_blank_lines] or [""]
     if sum(line.lstrip().startswith(BULLETS) for line in lines) / len(lines) > cfg.max_bullet_lines_ratio:
         return _drop("gopher_too_many_bullets", stats)
     if sum(line.rstrip().endswith(ELLIPSES) for line in lines) / len(lines) > cfg.max_ellipsis_lines_ratio:
@@ -183,7 +187,7 @@ def c4(text: str, cfg: C4Config, bad_words: Optional[re.Pattern[str]] = None) ->
             continue
         if cfg.remove_citations:
             line = C4_CITATION_RE.sub("", line)
-        if cfg.filter_no_terminal_punct and (not line.endswith(C4_END_PUNCTUATION) or line.endswith("...")):
+        if cfg.filter_no_terminal_punct and (not ends_sentence(line) or line.rstrip(CLOSERS).endswith("...")):
             continue
         if len(line_words) < cfg.min_words_per_line:
             continue
@@ -202,8 +206,15 @@ def c4(text: str, cfg: C4Config, bad_words: Optional[re.Pattern[str]] = None) ->
 
 
 def fineweb(text: str, cfg: FineWebConfig) -> Verdict:
-    """FineWeb rules: punctuated-line share, short-line share, duplicated-line characters, list-likeness."""
+    """FineWeb rules: punctuated-line share, short-line share, duplicated-line characters, list-likeness.
+
+    With ``cfg.skip_blank_lines`` (default, as datatrove >= 0.10) blank lines are not lines: a
+    paragraph separator is neither a short nor an unpunctuated line, and the newline ratio counts the
+    breaks between non-blank lines only.
+    """
     lines = text.split("\n")
+    if cfg.skip_blank_lines:
+        lines = [line for line in lines if line.strip()] or [""]
     punct = sum(line.endswith(FINEWEB_STOP_CHARS) for line in lines) / len(lines)
     stats: dict[str, float] = {"fineweb_line_punct_ratio": punct}
     if punct <= cfg.line_punct_thr and not (punct == 0 and cfg.line_punct_exclude_zero):
@@ -217,7 +228,8 @@ def fineweb(text: str, cfg: FineWebConfig) -> Verdict:
     stats["fineweb_char_dup_ratio"] = dup_chars
     if dup_chars >= cfg.char_duplicates_ratio:
         return _drop("fineweb_char_dup_ratio", stats)
-    newline_ratio = text.count("\n") / max(len(tokens(text)), 1)
+    newlines = len(lines) - 1 if cfg.skip_blank_lines else text.count("\n")
+    newline_ratio = newlines / max(len(tokens(text)), 1)
     stats["fineweb_newline_ratio"] = newline_ratio
     if newline_ratio > cfg.new_line_ratio:
         return _drop("fineweb_list_ratio", stats)

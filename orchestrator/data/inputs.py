@@ -48,7 +48,7 @@ def resolve_partitions(output_dir: str | Path, cfg: DataPrepDataConfig) -> tuple
         ConfigError: the input holds no readable file, or only empty files.
     """
     pattern = cfg.input if cfg.input is not None else str(ensure_demo_input(output_dir, cfg))
-    parts = plan_partitions(pattern, cfg.input_format, cfg.partition_kb << 10)
+    parts = plan_partitions(pattern, cfg.input_format, cfg.partition_kb << 10, cfg.on_bad_file)
     if all(Path(p.path).stat().st_size == 0 for p in parts):
         raise ConfigError("data.input", f"{pattern!r} is empty (no records to prepare)",
                           "point data.input at non-empty files, or leave it null for the demo corpus")

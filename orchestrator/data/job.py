@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Optional
 from orchestrator.config.base import as_dict
 from orchestrator.config.errors import ConfigError
 from orchestrator.data import dedup
-from orchestrator.data.chat_prep import CHAT_FORMATS, process_records_partition
 from orchestrator.data.chat_records import is_chat_record
+from orchestrator.data.decontam import build_index, eval_fingerprint
 from orchestrator.data.finalize import (canonical_fields, finalize_partition, iter_kept, pack_arrays,
                                         tokenize_partition)
 from orchestrator.data.inputs import resolve_partitions
-from orchestrator.data.partition import part_name, process_partition
+from orchestrator.data.partition import check_bad_files, part_name, process_partition
 from orchestrator.data.readers import Partition
 from orchestrator.data.shuffle import map_tasks
 from orchestrator.data.stats import aggregate_step_stats, plot_filter_histograms, stats_metrics
@@ -45,9 +45,10 @@ def _fingerprint(cfg: DataPrepConfig, parts: list[Partition]) -> str:
     """What the work directory's results depend on: the data settings and the input files."""
     files = sorted({p.path for p in parts})
     stamp = [(f, Path(f).stat().st_size, int(Path(f).stat().st_mtime)) for f in files]
-    data = {k: v for k, v in as_dict(cfg.data).items() if k not in ("output", "plots")}
-    return hashlib.sha256(json.dumps([data, stamp, [p.as_dict() for p in parts]], sort_keys=True,
-                                     default=str).encode()).hexdigest()
+    data = {k: v for k, v in as_dict(cfg.data).items() if k not in ("output", "plots", "on_bad_file")}
+    evals = eval_fingerprint(cfg.data.decontaminate)  # issue 19: a changed evaluation set redoes stage 1
+    return hashlib.sha256(json.dumps([data, stamp, [p.as_dict() for p in parts]] + ([evals] if evals else []),
+                                     sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _prepare_work(cfg: DataPrepConfig, work: Path, fingerprint: str) -> None:
@@ -70,8 +71,6 @@ def _stage1(parts: list[Partition], cfg: DataPrepConfig, work: Path) -> list[dic
 
 
 def _stage1_task(part: dict[str, Any], cfg: Any, work: str) -> dict[str, Any]:
-    if cfg.format in CHAT_FORMATS:  # records formats: conversations or flat fields, record by record
-        return process_records_partition(Partition(**part), cfg, work)
     return process_partition(Partition(**part), cfg, work)
 
 
@@ -183,7 +182,9 @@ def _merge_quarantine(parts: list[Partition], work: Path, out: Path) -> Path:
 def _run_stages(cfg: DataPrepConfig, pattern: str, parts: list[Partition], work: Path, out: Path,
                 dataset_dir: Path, fingerprint: str, run_id: Optional[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     d = cfg.data
+    build_index(d.decontaminate, work, d.shuffle_partition_mb)  # issue 19: n-gram index of the eval sets
     s1 = _stage1(parts, cfg, work)
+    check_bad_files(s1, d.on_bad_file)  # issue 19: damaged files are quarantined, or fail with one line
     num_docs = sum(s["docs_in"] for s in s1)
     if num_docs == 0:
         _merge_quarantine(parts, work, out)
@@ -249,7 +250,7 @@ def run_data_prep(cfg: DataPrepConfig) -> dict[str, Any]:
              stats["docs_in"], stats["docs_kept"], stats["quarantined"], dataset_dir, manifest["digest"][:12])
     return {"output_dir": str(out), "dataset_dir": str(dataset_dir), "manifest_digest": manifest["digest"],
             "steps": steps, "docs_in": stats["docs_in"], "docs_kept": stats["docs_kept"],
-            "quarantined": stats["quarantined"], "run_id": tracker.run_id if tracker else None,
+            "quarantined": stats["quarantined"], "bad_files": stats["bad_files"], "run_id": tracker.run_id if tracker else None,
             "stats_path": str(out / "stats.json")}
 
 

@@ -8,7 +8,7 @@ signature entries.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import xxhash
@@ -35,8 +35,8 @@ def shingles(text: str, n: int) -> set[str]:
 
 
 def shingle_hashes(text: str, n: int) -> np.ndarray:
-    """Distinct 64-bit hashes of the shingles."""
-    return np.fromiter((xxhash.xxh64_intdigest(s.encode()) for s in shingles(text, n)), dtype=np.uint64)
+    """Distinct 64-bit hashes of the shingles, sorted (the set that exact verification compares)."""
+    return np.unique(np.fromiter((xxhash.xxh64_intdigest(s.encode()) for s in shingles(text, n)), dtype=np.uint64))
 
 
 def signature(hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -124,3 +124,63 @@ def first_occurrences(keys: Sequence[int] | np.ndarray, orders: np.ndarray) -> t
     is_first = np.r_[True, k[1:] != k[:-1]]
     rep = o[np.maximum.accumulate(np.where(is_first, np.arange(len(o)), 0))] if len(o) else o
     return o[~is_first], rep[~is_first]
+
+
+# ----- exact verification: candidate pairs from LSH buckets, checked on their shingle sets -----------
+
+def candidate_pairs(keys: np.ndarray, orders: np.ndarray, max_comparisons: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (earlier, later) candidate pairs of a batch of (band key, order) rows: in every bucket
+    (band key) each member is paired with the earlier of its first ``max_comparisons`` members.
+    Vectorised: the member of rank i in its bucket yields min(i, max_comparisons) pairs."""
+    keys, orders = np.asarray(keys, np.uint64), np.asarray(orders, np.int64)
+    if len(keys) < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    idx = np.lexsort((orders, keys))
+    keys, orders = keys[idx], orders[idx]
+    new_group = np.r_[True, keys[1:] != keys[:-1]]
+    start = np.maximum.accumulate(np.where(new_group, np.arange(len(keys)), 0))  # first row of each row's bucket
+    rank = np.arange(len(keys)) - start
+    count = np.minimum(rank, max_comparisons)
+    later = np.repeat(np.arange(len(keys)), count)
+    earlier = np.repeat(start, count) + (np.arange(len(later)) - np.repeat(np.cumsum(count) - count, count))
+    a, b = orders[earlier], orders[later]
+    keep = a != b
+    if not keep.any():
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    pairs = np.unique(np.stack([a[keep], b[keep]], axis=1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def exact_jaccard(x: np.ndarray, y: np.ndarray) -> float:
+    """Jaccard similarity of two sets of distinct shingle hashes (1.0 for two empty sets)."""
+    if not len(x) and not len(y):
+        return 1.0
+    inter = np.intersect1d(x, y, assume_unique=True).size
+    return inter / (len(x) + len(y) - inter)
+
+
+def verify_pairs(a: np.ndarray, b: np.ndarray, shingles_of: Callable[[int], np.ndarray],
+                 threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact verification of candidate pairs (a earlier than b): each later document is linked to the
+    earliest of its candidates whose shingle Jaccard is >= ``threshold`` (one edge per document, as in
+    :func:`verify_bucket_members`; the components then join the rest).
+
+    Args:
+        shingles_of: order -> its distinct shingle hashes.
+    """
+    if not len(a):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    pairs = np.unique(np.stack([np.asarray(b, np.int64), np.asarray(a, np.int64)], axis=1), axis=0)  # by b, then a
+    starts = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]])
+    ends = np.r_[starts[1:], len(pairs)]
+    src: list[int] = []
+    dst: list[int] = []
+    for s, e in zip(starts, ends):
+        later = int(pairs[s, 0])
+        sh = shingles_of(later)
+        for earlier in pairs[s:e, 1].tolist():
+            if exact_jaccard(shingles_of(earlier), sh) >= threshold:
+                src.append(earlier)
+                dst.append(later)
+                break
+    return np.asarray(src, np.int64), np.asarray(dst, np.int64)

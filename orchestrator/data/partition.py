@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 
 from orchestrator.config.data_prep import DataPrepDataConfig
 from orchestrator.core.files import atomic_write_text
-from orchestrator.data.readers import Partition, extract_fields, read_partition
+from orchestrator.data.chat_prep import record_step
+from orchestrator.data.readers import UNREADABLE, Partition, extract_fields, read_partition, unreadable_file_error
+from orchestrator.data.shingle_store import SUBDIR, ShingleWriter
 from orchestrator.data.steps import DocumentSteps, record_text
 
 BATCH_ROWS = 2048
@@ -73,117 +75,145 @@ class _StepCounter:
         return {k: dict(getattr(self, k)) for k in ("docs_in", "docs_out", "bytes_in", "bytes_out", "reasons")}
 
 
+class _Stage1Outputs:
+    """The files stage 1 writes for one partition, streamed and committed atomically (marker last)."""
+
+    def __init__(self, part: Partition, cfg: DataPrepDataConfig, work: Path) -> None:
+        self.part, self.cfg, self.name = part, cfg, part_name(part.index)
+        self.dirs = {k: work / "stage1" / k for k in ("docs", "removed", "quarantine", "stats", "filterstats", "done")}
+        for d in self.dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        self.steps = DocumentSteps(cfg, work / "decontam")
+        self.enabled = [s for s in self.steps.enabled_steps() if s not in ("exact_dedup", "near_dedup")]
+        self.fields = text_fields(cfg)
+        self.counter = _StepCounter()
+        self.quarantine: Counter[str] = Counter()
+        self.bad_files: list[dict[str, Any]] = []
+        self.stat_values: dict[str, list[float]] = defaultdict(list)
+        self.rows: dict[str, list[Any]] = {f.name: [] for f in DOC_SCHEMA}
+        self.removed_lines: list[str] = []
+        self.num_in = self.num_out = self.bytes_in = 0
+        self.writer = pq.ParquetWriter(self._tmp("docs", ".parquet"), DOC_SCHEMA)
+        self.qf = open(self._tmp("quarantine", ".jsonl"), "w", encoding="utf-8")
+        self.shingles = (ShingleWriter(work / "stage1" / SUBDIR, self.name)
+                         if cfg.minhash.enabled and cfg.minhash.verification == "jaccard" else None)
+
+    def _tmp(self, kind: str, ext: str) -> Path:
+        return self.dirs[kind] / f"{self.name}{ext}.tmp"
+
+    def add_error(self, parsed: Any) -> None:
+        """A quarantined record, or a damaged file (counted as a file, not as a record)."""
+        entry = {"source": parsed.source, "offset": parsed.offset, "reason": parsed.error, "raw": parsed.raw}
+        if parsed.error == UNREADABLE:
+            entry["records_read"] = parsed.records_read
+            self.bad_files.append({"path": parsed.source, "error": parsed.raw, "records_read": parsed.records_read,
+                                   "offset": parsed.offset})
+        else:
+            self.quarantine[parsed.error] += 1
+        self.qf.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def add_document(self, order: int, rec: dict[str, Any]) -> None:
+        """A pretraining document through the per-document steps (see :meth:`add_result`)."""
+        raw_bytes = len(record_text(rec, self.fields).encode())
+        res = self.steps.run(rec[self.cfg.text_field])
+        self.add_result(order, rec, res, res.text, set(self.fields), raw_bytes)
+
+    def add_result(self, order: int, rec: dict[str, Any], res: Any, text_column: Optional[str], used: set[str],
+                   raw_bytes: int) -> None:
+        """Count a document's step results; a survivor becomes a docs row (``text_column`` as its text, the
+        record's fields outside ``used`` kept beside it) and its shingle set."""
+        cfg, steps = self.cfg, self.steps
+        doc_id = rec[cfg.id_field]
+        self.num_in += 1
+        self.bytes_in += raw_bytes
+        self.counter.add(self.enabled, res.steps_passed, res.removed_by, res.reason, raw_bytes, res.text_after)
+        for k, v in res.stats.items():
+            self.stat_values[k].append(float(v))
+        if res.text is None:
+            self.removed_lines.append(json.dumps({"id": doc_id, "order": order, "step": res.removed_by,
+                                                  "reason": res.reason, "duplicate_of": None, **res.detail},
+                                                 ensure_ascii=False))
+            return
+        self.num_out += 1
+        sig = np.empty(0, np.uint32)
+        if cfg.minhash.enabled:
+            hashes = steps.shingle_hashes(res.text)
+            sig = steps.signature(res.text, hashes)
+            if self.shingles is not None:
+                self.shingles.add(order, hashes)
+        extra = {k: v for k, v in rec.items() if k not in used}
+        for key, value in (("order", order), ("id", doc_id), ("exact_key", steps.exact_key(res.text)),
+                           ("text", text_column),
+                           ("record", json.dumps(extra, ensure_ascii=False, default=str)), ("sig", sig.tobytes())):
+            self.rows[key].append(value)
+        if len(self.rows["order"]) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows["order"]:
+            self.writer.write_table(pa.table(self.rows, schema=DOC_SCHEMA))
+            for v in self.rows.values():
+                v.clear()
+
+    def commit(self) -> dict[str, Any]:
+        """Close and publish every file; the marker goes last. Returns the partition's summary."""
+        self.flush()
+        self.writer.close()
+        self.qf.close()
+        if self.shingles is not None:
+            self.shingles.close()
+        os.replace(self._tmp("docs", ".parquet"), self.dirs["docs"] / f"{self.name}.parquet")
+        os.replace(self._tmp("quarantine", ".jsonl"), self.dirs["quarantine"] / f"{self.name}.jsonl")
+        atomic_write_text(self.dirs["removed"] / f"{self.name}.jsonl", "".join(x + "\n" for x in self.removed_lines))
+        longest = max((len(v) for v in self.stat_values.values()), default=0)
+        table = pa.table({k: pa.array(v + [None] * (longest - len(v)), pa.float32()) for k, v in self.stat_values.items()})
+        pq.write_table(table, self.dirs["filterstats"] / f"{self.name}.parquet")
+        summary = {"partition": self.part.index, "docs_in": self.num_in, "docs_out": self.num_out,
+                   "bytes_in": self.bytes_in, "quarantined": dict(self.quarantine), "bad_files": self.bad_files,
+                   "steps": self.counter.as_dict(), "skipped": False}
+        atomic_write_text(self.dirs["stats"] / f"{self.name}.json", json.dumps(summary))
+        (self.dirs["done"] / self.name).write_text("done\n")
+        return summary
+
+
 def process_partition(part: Partition, cfg: DataPrepDataConfig, work: str | Path) -> dict[str, Any]:
     """Run stage 1 on one partition unless its completion marker exists; returns its summary."""
     work = Path(work)
     name = part_name(part.index)
-    dirs = {k: work / "stage1" / k for k in ("docs", "removed", "quarantine", "stats", "filterstats", "done")}
-    marker = dirs["done"] / name
-    if marker.exists():
-        return json.loads((dirs["stats"] / f"{name}.json").read_text()) | {"skipped": True}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
-    steps = DocumentSteps(cfg)
-    enabled = [s for s in steps.enabled_steps() if s not in ("exact_dedup", "near_dedup")]
+    if (work / "stage1" / "done" / name).exists():
+        return json.loads((work / "stage1" / "stats" / f"{name}.json").read_text()) | {"skipped": True}
+    outputs = _Stage1Outputs(part, cfg, work)
     fields = text_fields(cfg)
-    counter = _StepCounter()
-    quarantine: Counter[str] = Counter()
-    stat_values: dict[str, list[float]] = defaultdict(list)
-    rows: dict[str, list[Any]] = {f.name: [] for f in DOC_SCHEMA}
-    removed_lines: list[str] = []
-    num_in = num_out = bytes_in = 0
-    docs_tmp = dirs["docs"] / f"{name}.parquet.tmp"
-    writer = pq.ParquetWriter(docs_tmp, DOC_SCHEMA)
-    quarantine_tmp = dirs["quarantine"] / f"{name}.jsonl.tmp"
-    row = 0
-
-    def flush() -> None:
-        if rows["order"]:
-            writer.write_table(pa.table(rows, schema=DOC_SCHEMA))
-            for v in rows.values():
-                v.clear()
-
-    with open(quarantine_tmp, "w", encoding="utf-8") as qf:
-        for parsed in read_partition(part):
-            order = (part.index << 32) | row
-            row += 1
+    for row, parsed in enumerate(read_partition(part)):
+        order = (part.index << 32) | row
+        if cfg.format != "pretrain" and parsed.error is None:  # records: flat fields or a conversation
+            parsed, res, text, used, raw_bytes = record_step(parsed, cfg, outputs.steps, fields)
             if parsed.error is None:
-                parsed = extract_fields(parsed, cfg.id_field, fields)
-            if parsed.error is not None:
-                quarantine[parsed.error] += 1
-                qf.write(json.dumps({"source": parsed.source, "offset": parsed.offset, "reason": parsed.error,
-                                     "raw": parsed.raw}, ensure_ascii=False) + "\n")
+                outputs.add_result(order, parsed.record, res, text, used, raw_bytes)
                 continue
-            rec = parsed.record
-            assert rec is not None
-            doc_id = rec[cfg.id_field]
-            raw_text = record_text(rec, fields)
-            raw_bytes = len(raw_text.encode())
-            num_in += 1
-            bytes_in += raw_bytes
-            if cfg.format == "pretrain":
-                res = steps.run(rec[cfg.text_field])
-                out_fields = {cfg.text_field: res.text}
-            else:
-                res, out_fields = _run_record(steps, rec, fields, raw_text)
-            counter.add(enabled, res.steps_passed, res.removed_by, res.reason, raw_bytes, res.text_after)
-            for k, v in res.stats.items():
-                stat_values[k].append(float(v))
-            if res.text is None:
-                removed_lines.append(json.dumps({"id": doc_id, "order": order, "step": res.removed_by,
-                                                 "reason": res.reason, "duplicate_of": None}))
-                continue
-            num_out += 1
-            text = res.text if cfg.format == "pretrain" else json.dumps(out_fields, ensure_ascii=False)
-            sig = steps.signature(res.text) if cfg.minhash.enabled else np.empty(0, np.uint32)
-            extra = {k: v for k, v in rec.items() if k not in fields}
-            rows["order"].append(order)
-            rows["id"].append(doc_id)
-            rows["text"].append(text)
-            rows["record"].append(json.dumps(extra, ensure_ascii=False, default=str))
-            rows["exact_key"].append(steps.exact_key(res.text))
-            rows["sig"].append(sig.tobytes())
-            if len(rows["order"]) >= BATCH_ROWS:
-                flush()
-    flush()
-    writer.close()
-    os.replace(docs_tmp, dirs["docs"] / f"{name}.parquet")
-    os.replace(quarantine_tmp, dirs["quarantine"] / f"{name}.jsonl")
-    atomic_write_text(dirs["removed"] / f"{name}.jsonl", "".join(line + "\n" for line in removed_lines))
-    longest = max((len(v) for v in stat_values.values()), default=0)
-    table = pa.table({k: pa.array(v + [None] * (longest - len(v)), pa.float32()) for k, v in stat_values.items()})
-    pq.write_table(table, dirs["filterstats"] / f"{name}.parquet")
-    summary = {"partition": part.index, "docs_in": num_in, "docs_out": num_out, "bytes_in": bytes_in,
-               "quarantined": dict(quarantine), "steps": counter.as_dict(), "skipped": False}
-    atomic_write_text(dirs["stats"] / f"{name}.json", json.dumps(summary))
-    marker.write_text("done\n")
-    return summary
+        if parsed.error is None:
+            parsed = extract_fields(parsed, cfg.id_field, fields)
+        if parsed.error is not None:
+            outputs.add_error(parsed)
+        else:
+            assert parsed.record is not None
+            outputs.add_document(order, parsed.record)
+    return outputs.commit()
 
 
-def _run_record(steps: DocumentSteps, rec: dict[str, Any], fields: tuple[str, ...], raw_text: str):
-    """Per-document steps for sft/preference/prompts records: normalise and scrub every field; the
-    language filter looks at the joined fields; web-text quality rules are not applied."""
-    from orchestrator.data import filters
-    from orchestrator.data.steps import DocResult
+def check_bad_files(stage1: list[dict[str, Any]], on_bad_file: str) -> list[dict[str, Any]]:
+    """The damaged input files that stage 1 quarantined (logged once each); under
+    ``data.on_bad_file=fail`` the first one is a :class:`ConfigError` naming it.
 
-    cfg = steps.cfg
-    out = {f: steps.normalize(rec[f]) for f in fields}
-    passed: list[str] = ["normalize"] if cfg.normalize.enabled else []
-    sizes = {"normalize": len(record_text(out, fields).encode())} if passed else {}
-    stats: dict[str, float] = {}
-    if cfg.language.enabled:
-        verdict = filters.language(record_text(out, fields), cfg.language)
-        stats.update(verdict.stats)
-        if not verdict.keep:
-            return DocResult(None, "language", verdict.reason, stats, 0, tuple(passed), sizes), out
-        passed.append("language")
-        sizes["language"] = sizes.get("normalize", len(raw_text.encode()))
-    replaced = 0
-    if cfg.pii.enabled:
-        for f in fields:
-            out[f], n = steps.scrub(out[f])
-            replaced += n
-        passed.append("pii")
-        sizes["pii"] = len(record_text(out, fields).encode())
-    stats["pii_replacements"] = replaced
-    return DocResult(record_text(out, fields), None, None, stats, replaced, tuple(passed), sizes), out
+    Raises:
+        ConfigError: ``on_bad_file='fail'`` and a file was damaged.
+    """
+    import logging
+
+    bad = [b for s in stage1 for b in s.get("bad_files", [])]
+    if bad and on_bad_file == "fail":
+        raise unreadable_file_error(bad[0]["path"], bad[0]["error"], bad[0]["records_read"])
+    for b in bad:
+        logging.getLogger(__name__).warning("data_prep: quarantined damaged file %s (%s) after %d records",
+                                            b["path"], b["error"], b["records_read"])
+    return bad

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -54,6 +53,22 @@ class Parsed:
     record: Optional[dict[str, Any]] = None
     error: Optional[str] = None
     raw: Optional[str] = None
+    records_read: Optional[int] = None
+    """For ``error='unreadable_file'``: the partition's records (and quarantined lines) read before the damage."""
+
+
+UNREADABLE = "unreadable_file"
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged file raises while it is read: truncated or corrupt gzip/zstd streams, Parquet
+    and Arrow files that are not what their name says, I/O errors."""
+    import zlib
+
+    import pyarrow as pa
+    import zstandard
+
+    return (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError, pa.ArrowException)
 
 
 def _kind_of(path: Path, input_format: str) -> Optional[str]:
@@ -96,10 +111,33 @@ def discover_files(pattern: str, input_format: str = "auto") -> list[tuple[Path,
     return files
 
 
-def plan_partitions(pattern: str, input_format: str, partition_bytes: int) -> list[Partition]:
-    """Split the inputs into partitions (deterministic order: sorted files, then offsets)."""
+def unreadable_file_error(path: str, error: str, records_read: int) -> ConfigError:
+    """The one-line error of ``data.on_bad_file=fail``."""
+    return ConfigError("data.input", f"{path} is damaged or unreadable ({error}; {records_read} records read "
+                       "before the damage)", "repair or remove the file, or set data.on_bad_file=quarantine "
+                       "to keep its readable records and process the other files")
+
+
+def _parquet_row_groups(path: Path, on_bad_file: str) -> int:
+    """Row groups of a Parquet file; a file whose footer cannot be read is one partition that stage 1
+    quarantines (or, under ``fail``, an error before Ray starts)."""
     import pyarrow.parquet as pq
 
+    try:
+        return max(pq.ParquetFile(path).num_row_groups, 1)
+    except _read_errors() as e:
+        if on_bad_file == "fail":
+            raise unreadable_file_error(str(path), f"{type(e).__name__}: {e}", 0) from None
+        return 1
+
+
+def plan_partitions(pattern: str, input_format: str, partition_bytes: int,
+                    on_bad_file: str = "quarantine") -> list[Partition]:
+    """Split the inputs into partitions (deterministic order: sorted files, then offsets).
+
+    Raises:
+        ConfigError: nothing readable matches, or (``on_bad_file='fail'``) a Parquet footer is unreadable.
+    """
     parts: list[Partition] = []
     for path, kind in discover_files(pattern, input_format):
         if kind == "jsonl":
@@ -107,29 +145,57 @@ def plan_partitions(pattern: str, input_format: str, partition_bytes: int) -> li
             for start in range(0, max(size, 1), partition_bytes):
                 parts.append(Partition(len(parts), str(path), kind, start, min(start + partition_bytes, size)))
         elif kind == "parquet":
-            for rg in range(max(pq.ParquetFile(path).num_row_groups, 1)):
+            for rg in range(_parquet_row_groups(path, on_bad_file)):
                 parts.append(Partition(len(parts), str(path), kind, rg, rg + 1))
         else:
             parts.append(Partition(len(parts), str(path), kind))
     return parts
 
 
-def _open_compressed(path: str) -> io.BufferedIOBase:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+def _zstd_chunks(path: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Decompressed chunks of a (multi-frame) zstd file. Unlike ``stream_reader``, which ends quietly
+    at a cut, a stream that stops inside a frame raises EOFError (as gzip does)."""
     import zstandard
 
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    in_frame = False
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            while chunk:
+                out = dobj.decompress(chunk)
+                in_frame = True
+                if out:
+                    yield out
+                if not dobj.eof:
+                    break
+                chunk, dobj, in_frame = dobj.unused_data, dctx.decompressobj(), False
+    if in_frame:
+        raise EOFError("zstd stream ended before the end of its frame (truncated file)")
+
+
+def _compressed_lines(path: str) -> Iterator[bytes]:
+    if path.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            yield from f
+        return
+    rest = b""
+    for chunk in _zstd_chunks(path):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if rest:
+        yield rest
 
 
 def _jsonl_lines(part: Partition) -> Iterator[tuple[int, bytes]]:
     """(byte offset, line) of the lines whose first byte lies in the partition's range."""
     if part.kind == "jsonl_compressed":
-        with _open_compressed(part.path) as f:
-            offset = 0
-            for line in f:
-                yield offset, line
-                offset += len(line)
+        offset = 0
+        for line in _compressed_lines(part.path):
+            yield offset, line
+            offset += len(line)
         return
     with open(part.path, "rb") as f:
         pos = part.start
@@ -187,8 +253,7 @@ def _table_records(part: Partition) -> Iterator[tuple[int, dict[str, Any]]]:
             row += 1
 
 
-def read_partition(part: Partition) -> Iterator[Parsed]:
-    """Every record (or quarantine entry) of a partition, streamed."""
+def _read_partition(part: Partition) -> Iterator[Parsed]:
     if part.kind in ("jsonl", "jsonl_compressed"):
         for offset, line in _jsonl_lines(part):
             parsed = parse_jsonl_line(part.path, offset, line)
@@ -197,6 +262,26 @@ def read_partition(part: Partition) -> Iterator[Parsed]:
     else:
         for row, rec in _table_records(part):
             yield Parsed(part.path, row if part.kind == "arrow" else (part.start << 32) | row, record=rec)
+
+
+def read_partition(part: Partition) -> Iterator[Parsed]:
+    """Every record (or quarantine entry) of a partition, streamed.
+
+    A damaged file (truncated gzip/zstd stream, corrupt Parquet or Arrow data, I/O error) ends the
+    stream with one ``unreadable_file`` entry instead of an exception: the records read before the
+    damage stand, ``offset`` is where reading stopped (bytes of decompressed JSONL, or rows) and
+    ``raw`` the error. Nothing is retried: a damaged file stays damaged.
+    """
+    count = 0
+    offset = part.start if part.kind == "jsonl" else 0
+    try:
+        for parsed in _read_partition(part):
+            count += 1
+            offset = parsed.offset
+            yield parsed
+    except _read_errors() as e:
+        yield Parsed(part.path, offset, error=UNREADABLE, raw=f"{type(e).__name__}: {e}"[:MAX_QUARANTINE_CHARS],
+                     records_read=count)
 
 
 def generated_id(source: str, offset: int) -> str:

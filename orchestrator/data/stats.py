@@ -25,8 +25,10 @@ def aggregate_step_stats(enabled: list[str], stage1: Iterable[dict[str, Any]],
     bytes_out: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = {}
     quarantined: Counter[str] = Counter()
+    bad_files: list[dict[str, Any]] = []
     total_in = total_bytes = survivors = 0
     for s in stage1:
+        bad_files += s.get("bad_files", [])
         total_in += s["docs_in"]
         total_bytes += s["bytes_in"]
         survivors += s["docs_out"]
@@ -59,6 +61,7 @@ def aggregate_step_stats(enabled: list[str], stage1: Iterable[dict[str, Any]],
                       "reasons": dict(reasons.get(step, {}))})
     return {"records_in": total_in + sum(quarantined.values()), "docs_in": total_in, "bytes_in": total_bytes,
             "quarantined": sum(quarantined.values()), "quarantine_reasons": dict(quarantined),
+            "bad_files": len(bad_files), "bad_file_list": bad_files,
             "docs_kept": c3["kept"], "bytes_kept": c3["kept_bytes"],
             "kept_fraction": round(c3["kept"] / total_in, 6) if total_in else 0.0, "steps": steps}
 
@@ -67,6 +70,7 @@ def stats_metrics(stats: dict[str, Any]) -> dict[str, float]:
     """Flat MLflow metrics of :func:`aggregate_step_stats`'s result."""
     m: dict[str, float] = {k: float(stats[k]) for k in ("records_in", "docs_in", "bytes_in", "quarantined",
                                                         "docs_kept", "bytes_kept", "kept_fraction")}
+    m["bad_files"] = float(stats.get("bad_files", 0))
     for s in stats["steps"]:
         for k in ("docs_in", "docs_out", "removed_fraction", "bytes_in", "bytes_out"):
             m[f"{s['step']}.{k}"] = float(s[k])

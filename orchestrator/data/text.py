@@ -14,7 +14,9 @@ import unicodedata
 TOKEN_RE = re.compile(r"\w+(?:['\u2019-]\w+)*|[^\w\s]+")
 WORD_RE = re.compile(r"\w+")
 PARAGRAPH_RE = re.compile(r"\n{2,}")
-SENTENCE_END_RE = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
+# closing quotes and brackets that may follow a sentence's terminal punctuation: ." .' .” .’ .» .) .] .}
+CLOSERS = "\"')]}\u201d\u2019\u00bb\u203a"
+SENTENCE_END_RE = re.compile(r"[.!?]+[" + re.escape(CLOSERS) + r"]*(?=\s|$)")
 _PUNCT = set(string.punctuation) | set("\u2026\u201c\u201d\u2018\u2019\u2013\u2014\u00ab\u00bb")
 # C0/C1 controls except \t and \n, plus zero-width and BOM characters.
 _CONTROL_RE = re.compile("[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200d\u2060\ufeff]")
@@ -70,8 +72,16 @@ def paragraphs(text: str) -> list[str]:
 
 
 def count_sentences(line: str) -> int:
-    """Sentence-final punctuation marks (., !, ?) followed by whitespace or the end; at least 1 for
-    a non-empty line (a line without one is one sentence)."""
+    """Sentence-final punctuation marks (., !, ?), optionally followed by closing quotes or brackets
+    (``.”``, ``?’``, ``!)``), then whitespace or the end; at least 1 for a non-empty line (a line
+    without one is one sentence)."""
     if not line.strip():
         return 0
     return max(1, len(SENTENCE_END_RE.findall(line)))
+
+
+def ends_sentence(line: str) -> bool:
+    """Whether ``line`` ends in terminal punctuation (., !, ?), possibly followed by closing quotes or
+    brackets (``.”``, ``?’``, ``!)``), or in a straight quote (as the reference C4 rule accepts)."""
+    line = line.rstrip()
+    return line.endswith(('"', "'")) or line.rstrip(CLOSERS).endswith((".", "!", "?"))

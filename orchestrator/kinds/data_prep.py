@@ -45,23 +45,21 @@ def check(cfg: DataPrepConfig) -> None:
 
 def lsh_detection_curve(num_bands: int, rows_per_band: int,
                         points: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> dict[float, float]:
-    """P(a pair becomes an LSH candidate | Jaccard s) = 1 - (1 - s^r)^b."""
-    return {s: round(1 - (1 - s**rows_per_band) ** num_bands, 4) for s in points}
+    """P(a pair becomes an LSH candidate | Jaccard s) at a few similarities (the dry-run curve)."""
+    from orchestrator.data.minhash import detection_probability
+
+    return {s: round(detection_probability(s, num_bands, rows_per_band), 4) for s in points}
 
 
 def plan(cfg: DataPrepConfig) -> dict[str, Any]:
-    from orchestrator.data.dedup import near_row_bytes
+    from orchestrator.data.dedup import near_dedup_plan
 
     mh = cfg.data.minhash
-    doc_bytes = mh.num_bands * near_row_bytes(mh.num_bands, mh.rows_per_band)
     return {
         "minhash_permutations": mh.num_bands * mh.rows_per_band,
         "lsh_threshold_estimate": round((1 / mh.num_bands) ** (1 / mh.rows_per_band), 4),
         "lsh_detection_probability": lsh_detection_curve(mh.num_bands, mh.rows_per_band),
-        # one near-dedup reduce task holds one bucket: this many documents' band rows
-        "near_dedup_shuffle_bytes_per_doc": doc_bytes,
-        "near_dedup_docs_per_bucket": ("fixed: data.shuffle_partitions" if cfg.data.shuffle_partitions
-                                       else (cfg.data.shuffle_partition_mb << 20) // doc_bytes),
+        **near_dedup_plan(cfg.data),  # verification, its cost, shuffle bytes per document, docs per bucket
         "workers": cfg.cluster.num_workers,
     }
 

@@ -18,6 +18,7 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import PPOOptions
 from orchestrator.kinds.registry import KindSpec, model_output
+from orchestrator.rlhf.placement import check_placement
 from orchestrator.rlhf.plan import ppo_plan
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,7 @@ def check(cfg: PPOConfig) -> None:
             raise ConfigError("ppo.minibatch_size", f"{p.minibatch_size} is not divisible by parallel.micro_batch_size"
                               f" * ppo.{role}.num_workers = {cfg.parallel.micro_batch_size * n}",
                               "pick a minibatch size divisible by micro_batch_size times the role size")
-    if p.colocate and cfg.cluster.placement == "spread":
-        raise ConfigError("cluster.placement", "spread cannot apply while ppo.colocate=true keeps every role on "
-                          "one node", "set ppo.colocate=false to spread the roles, or cluster.placement=pack")
+    check_placement(p.colocate, cfg.cluster.placement, "ppo")
     if cfg.model.seq_len <= p.max_new_tokens:
         raise ConfigError("ppo.max_new_tokens", f"{p.max_new_tokens} leaves no room for the prompt in "
                           f"model.seq_len={cfg.model.seq_len}", "lower ppo.max_new_tokens or raise model.seq_len")

@@ -10,8 +10,10 @@ term, fixed/adaptive controllers), :mod:`.sampling` (DAPO dynamic sampling, over
 Rewards as code: :mod:`.rewards` (load ``module:function`` / ``file.py:function``, run concurrently with
 timeouts, validate, weight) and :mod:`.reward_functions` (built-in verifiable rewards).
 
-PPO: :mod:`.roles` (actor/critic/reference/reward), :mod:`.placement` (Ray placement group),
-:mod:`.rollout` (experience), :mod:`.batches` (generation prompts, token log-probs), :mod:`.ppo`
-(controller), :mod:`.ppo_checkpoint`, :mod:`.plan` (dry-run layout). The ``ppo`` kind itself (config,
-checks, runner) is ``orchestrator/kinds/ppo.py``.
+The RL kinds share :mod:`.controller` (the step loop, checkpoints via :mod:`.ppo_checkpoint`, exact resume,
+recovery of a killed role), :mod:`.roles` (policy/critic/reward actors), :mod:`.placement` (Ray placement
+group), :mod:`.rollout` (experience), :mod:`.batches` (generation prompts, token log-probs) and :mod:`.plan`
+(dry-run layout). PPO: :mod:`.ppo`. Critic-free (``grpo``): :mod:`.grpo` (controller), :mod:`.grpo_roles`
+(clipped-policy actor, reward-function role), :mod:`.groups` (group rollouts). The kinds themselves
+(config, checks, runner) are ``orchestrator/kinds/{ppo,grpo}.py``.
 """

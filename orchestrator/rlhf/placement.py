@@ -1,6 +1,6 @@
-"""Ray placement of the PPO roles: one placement group, role actors pinned to its bundles.
+"""Ray placement of the RL roles: one placement group, role actors pinned to its bundles.
 
-``ppo.colocate=true`` (default) reserves one bundle holding every role's resources (STRICT_PACK:
+``<kind>.colocate=true`` (default) reserves one bundle holding every role's resources (STRICT_PACK:
 all roles on one node, sharing its devices through fractional CPUs/GPUs). ``false`` gives every
 actor its own bundle (PACK: Ray may spread roles over nodes when one does not fit).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 ROLES = ("actor", "critic", "reference", "reward")
+"""PPO's roles; the critic-free kinds start a subset (``roles`` arguments below)."""
 
 
 def _bundle(role_cfg: Any) -> dict[str, float]:
@@ -19,18 +20,19 @@ def _bundle(role_cfg: Any) -> dict[str, float]:
     return b
 
 
-def bundles_for(ppo: Any) -> tuple[list[dict[str, float]], dict[str, list[int]]]:
-    """Placement-group bundles and, per role, the bundle index of each of its actors."""
+def bundles_for(ppo: Any, roles: Sequence[str] = ROLES) -> tuple[list[dict[str, float]], dict[str, list[int]]]:
+    """Placement-group bundles and, per role of ``roles`` (each a ``RoleConfig`` attribute of the options
+    ``ppo``), the bundle index of each of its actors."""
     if ppo.colocate:
         total: dict[str, float] = {}
-        for role in ROLES:
+        for role in roles:
             rc = getattr(ppo, role)
             for k, v in _bundle(rc).items():
                 total[k] = total.get(k, 0.0) + v * rc.num_workers
-        return [total], {role: [0] * getattr(ppo, role).num_workers for role in ROLES}
+        return [total], {role: [0] * getattr(ppo, role).num_workers for role in roles}
     bundles: list[dict[str, float]] = []
     index: dict[str, list[int]] = {}
-    for role in ROLES:
+    for role in roles:
         rc = getattr(ppo, role)
         index[role] = []
         for _ in range(rc.num_workers):
@@ -72,7 +74,11 @@ class RoleGroup:
                 num_cpus=role_cfg.num_cpus, num_gpus=role_cfg.num_gpus, scheduling_strategy=strategy(rank),
                 runtime_env={"env_vars": env}, name=None, max_restarts=0,
             ).remote(*args, **kwargs))
-        ray.get([w.ping.remote() for w in self.workers])
+
+    def ready(self) -> list:
+        """Futures that resolve once every rank's actor is constructed (wait on all roles' at once, so the
+        roles start in parallel)."""
+        return [w.ping.remote() for w in self.workers]
 
     def __len__(self) -> int:
         return len(self.workers)
@@ -95,18 +101,28 @@ class RoleGroup:
                 pass
 
 
+def check_placement(colocate: bool, placement: str, kind: str) -> None:
+    """Refuse ``cluster.placement=spread`` with colocated roles (one STRICT_PACK bundle on one node)."""
+    from orchestrator.config.errors import ConfigError
+
+    if colocate and placement == "spread":
+        raise ConfigError("cluster.placement", f"spread cannot apply while {kind}.colocate=true keeps every role on "
+                          "one node", f"set {kind}.colocate=false to spread the roles, or cluster.placement=pack")
+
+
 def pg_strategy(colocate: bool, placement: str) -> str:
     """Ray strategy of the roles' placement group: ``STRICT_PACK`` (one node) when colocated, else
     ``cluster.placement`` (``PACK`` / ``SPREAD``)."""
     return "STRICT_PACK" if colocate else placement.upper()
 
 
-def create_placement_group(ppo: Any, placement: str = "pack") -> tuple[Any, dict[str, list[int]]]:
+def create_placement_group(ppo: Any, roles: Sequence[str] = ROLES,
+                           placement: str = "pack") -> tuple[Any, dict[str, list[int]]]:
     """Reserve the roles' resources (waits until Ray can grant them)."""
     import ray
     from ray.util.placement_group import placement_group
 
-    bundles, index = bundles_for(ppo)
+    bundles, index = bundles_for(ppo, roles)
     pg = placement_group(bundles, strategy=pg_strategy(ppo.colocate, placement))
     ray.get(pg.ready(), timeout=300)
     return pg, index

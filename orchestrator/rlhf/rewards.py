@@ -51,6 +51,10 @@ class RewardFunctionError(RuntimeError):
         where = f" on {record}" if record else ""
         super().__init__(f"reward function {function}{where}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        """Rebuilt from its three parts, so it crosses Ray's process boundary (the reward role) intact."""
+        return type(self), (self.function, self.problem, self.record)
+
 
 @dataclass(frozen=True)
 class RewardFunction:

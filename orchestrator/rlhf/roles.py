@@ -63,7 +63,7 @@ class RoleBase:
         from orchestrator.config.plan import make_train_plan
         from orchestrator.engine.initialize import init_engine
 
-        p = self.cfg.ppo
+        p = getattr(self.cfg, self.cfg.kind)  # the kind's options (ppo, grpo): minibatch_size
         micro = self.cfg.parallel.micro_batch_size
         accum = p.minibatch_size // (micro * self.world_size)
         plan = dataclasses.replace(make_train_plan(self.cfg), world_size=self.world_size, dp_size=self.world_size,
@@ -156,7 +156,7 @@ class PolicyRole(RoleBase):
         The torch RNG is seeded from (``seed``, rank) right before sampling, so a recomputed step
         (resume, recovery) draws exactly the same responses.
         """
-        p = self.cfg.ppo
+        p = getattr(self.cfg, self.cfg.kind)  # the kind's options: temperature, top_p, max_new_tokens
         torch.manual_seed(seed * 1000 + self.rank)
         self.model.eval()
         out = self.model.generate(
@@ -241,6 +241,25 @@ class CriticRole(RoleBase):
         return stats
 
 
+def decode_batch(tok: Any, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Prompt and response texts of a rollout batch (padding and EOS stripped; with a chat template, the
+    assistant turn's content without its end-of-turn marker)."""
+    P = batch["prompt_len"]
+    prompts, responses = [], []
+    for ids, att, rmask in zip(batch["input_ids"], batch["attention_mask"], batch["response_mask"]):
+        prompt_ids = ids[:P][att[:P].bool()]
+        resp = ids[P:][rmask.bool()]
+        prompts.append(tok.decode(prompt_ids))
+        if getattr(tok, "chat_template", None):
+            from orchestrator.rlhf.chat_prompts import response_text
+
+            responses.append(response_text(tok, resp.tolist()))
+            continue
+        resp = resp[resp != tok.eos_token_id]
+        responses.append(tok.decode(resp))
+    return prompts, responses
+
+
 class RewardRole(RoleBase):
     """Frozen reward model, or the rule-based ``ppo.reward_fn`` when ``model_dir`` is None."""
 
@@ -269,20 +288,7 @@ class RewardRole(RoleBase):
         return {k: self.meta[k] for k in ("reward_mean", "reward_std", "reward_count") if k in self.meta}
 
     def decode(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
-        P = batch["prompt_len"]
-        prompts, responses = [], []
-        for ids, att, rmask in zip(batch["input_ids"], batch["attention_mask"], batch["response_mask"]):
-            prompt_ids = ids[:P][att[:P].bool()]
-            resp = ids[P:][rmask.bool()]
-            prompts.append(self.tok.decode(prompt_ids))
-            if getattr(self.tok, "chat_template", None):  # the assistant turn's content, end-of-turn removed
-                from orchestrator.rlhf.chat_prompts import response_text
-
-                responses.append(response_text(self.tok, resp.tolist()))
-                continue
-            resp = resp[resp != self.tok.eos_token_id]
-            responses.append(self.tok.decode(resp))
-        return prompts, responses
+        return decode_batch(self.tok, batch)
 
     @torch.no_grad()
     def score(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

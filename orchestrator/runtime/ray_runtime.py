@@ -19,6 +19,9 @@ LOCAL_RAY_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # watches for nodes being drained: there are no other nodes
     "RAY_TRAIN_METRICS_ENABLED": "0",  # Prometheus gauges nobody scrapes on a private Ray
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage report thread (the machine may be offline anyway)
+    # The Train controller polls its workers every 2 s by default, so a finished group is noticed up to
+    # 2 s late (several times per job: start, every report, the end); a local poll is cheap.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
 
 

@@ -38,25 +38,3 @@ def register_model_dir(client, run_id: str, model_dir: str | Path, name: str, ta
         pass  # exists already
     version = client.create_model_version(name, source=source, run_id=run_id, tags=dict(tags))
     return str(version.version)
-
-
-def resolve_model_uri(uri: str, tracking_uri: str, dst_dir: str | Path) -> Path:
-    """Local directory for a model reference: a local path as is, or a ``models:/name/version`` /
-    ``runs:/id/path`` URI downloaded into ``dst_dir``."""
-    if not uri.startswith(("models:/", "runs:/")):
-        return Path(uri)
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    dst = Path(dst_dir)
-    dst.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
-
-
-def model_version_lineage(client, name: str, version: str) -> dict:
-    """Tags and run of a registered version (used to walk lineage back to the dataset)."""
-    mv = client.get_model_version(name, version)
-    return {"name": name, "version": version, "run_id": mv.run_id, "tags": dict(mv.tags),
-            "source": mv.source}
-
-

@@ -23,9 +23,6 @@ class Reporter(Protocol):
         """Collective (every rank calls it the same number of times): publish metrics and, when given,
         a committed checkpoint directory."""
 
-    def restored_checkpoint(self) -> Optional[str]:
-        """The checkpoint the orchestrator restarted this worker group from (after a failure), else None."""
-
 
 class LocalReporter:
     """Single-process reporter: ranks from ``torch.distributed`` (or 0/1), reports kept in memory."""
@@ -42,9 +39,6 @@ class LocalReporter:
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str] = None) -> None:
         self.reports.append((dict(metrics), checkpoint_dir))
-
-    def restored_checkpoint(self) -> Optional[str]:
-        return None
 
 
 class RayTrainReporter:
@@ -71,9 +65,3 @@ class RayTrainReporter:
         name = os.path.basename(checkpoint_dir)
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name,
                          checkpoint_upload_fn=lambda c, _name: c, delete_local_checkpoint_after_upload=False)
-
-    def restored_checkpoint(self) -> Optional[str]:
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        return ckpt.path if ckpt is not None else None

@@ -160,8 +160,11 @@ def test_data_prep_plan_lsh_curve_and_bucket_size():
     curve = plan["lsh_detection_probability"]
     assert curve[0.8] == pytest.approx(1 - (1 - 0.8**5) ** 20, abs=1e-4) and curve[0.5] < curve[0.9]
     doc_bytes = plan["near_dedup_shuffle_bytes_per_doc"]
-    assert doc_bytes == 20 * (16 + 400 + 32)
+    assert plan["near_dedup_verification"] == "jaccard" and doc_bytes == 20 * (16 + 32)  # no signatures shuffled
     assert plan["near_dedup_docs_per_bucket"] == (32 << 20) // doc_bytes
+    estimate = make_plan(load("data_prep", ["data.minhash.num_bands=20", "data.minhash.rows_per_band=5",
+                                            "data.minhash.verification=estimate"]))
+    assert estimate["near_dedup_shuffle_bytes_per_doc"] == 20 * (16 + 400 + 32)
     halved = make_plan(load("data_prep", ["data.minhash.num_bands=20", "data.minhash.rows_per_band=5",
                                           "data.shuffle_partition_mb=16"]))
     assert halved["near_dedup_docs_per_bucket"] == (16 << 20) // doc_bytes

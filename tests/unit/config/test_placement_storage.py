@@ -26,10 +26,11 @@ def test_dry_run_plan_shows_which_ranks_land_together(strategy, together):
     assert plan["placement"]["model_parallel_groups"] == [[0, 1], [2, 3]]
 
 
-def test_ppo_roles_spread_only_when_not_colocated():
-    assert make_plan(load("ppo", ["cluster.placement=spread", "ppo.colocate=false"]))["placement_strategy"] == "SPREAD"
+@pytest.mark.parametrize("kind", ["ppo", "grpo"])
+def test_rl_roles_spread_only_when_not_colocated(kind):
+    assert make_plan(load(kind, ["cluster.placement=spread", f"{kind}.colocate=false"]))["placement_strategy"] == "SPREAD"
     with pytest.raises(ConfigError, match="cluster.placement"):
-        load("ppo", ["cluster.placement=spread"])  # colocate=true keeps every role on one node
+        load(kind, ["cluster.placement=spread"])  # colocate=true keeps every role on one node
 
 
 def test_storage_path_holds_the_checkpoint_root(tmp_path):

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 from orchestrator.config.data_prep import DataPrepDataConfig
 from orchestrator.data import task
-from orchestrator.data.chat_prep import process_records_partition
 from orchestrator.data.finalize import finalize_partition, iter_kept
 from orchestrator.data.partition import process_partition
 from orchestrator.data.readers import plan_partitions
@@ -25,7 +23,7 @@ def _write(path: Path, recs: list[dict]) -> Path:
 def _run(tmp_path: Path, recs: list[dict], **kw) -> tuple[dict, list[dict]]:
     cfg = DataPrepDataConfig(format=kw.pop("format", "sft"), **kw)
     [part] = plan_partitions(str(_write(tmp_path / "in.jsonl", recs)), "auto", 1 << 20)
-    summary = process_records_partition(part, cfg, tmp_path / "work")
+    summary = process_partition(part, cfg, tmp_path / "work")
     finalize_partition(0, cfg, tmp_path / "work", tmp_path / "out")
     return summary, list(iter_kept(tmp_path / "out"))
 
@@ -65,16 +63,3 @@ def test_preference_and_prompts_in_chat_form(tmp_path):
     conv = task.chat_records(1, seed=2)[0]
     _, [rec] = _run(tmp_path / "b", [conv], format="prompts")
     assert rec == {"id": conv["id"], "prompt": conv["messages"][:-1]}
-
-
-def test_flat_records_give_the_same_stage1_outputs_as_process_partition(tmp_path):
-    cfg = DataPrepDataConfig(format="sft")
-    recs = task.sft_records(20, seed=3) + [{"id": "bad", "prompt": ""}]
-    [part] = plan_partitions(str(_write(tmp_path / "in.jsonl", recs)), "auto", 1 << 20)
-    a = process_partition(part, cfg, tmp_path / "a")
-    b = process_records_partition(part, cfg, tmp_path / "b")
-    assert a == b
-    for sub in ("docs/part-00000.parquet",):
-        assert pq.read_table(tmp_path / "a/stage1" / sub).equals(pq.read_table(tmp_path / "b/stage1" / sub))
-    for sub in ("quarantine/part-00000.jsonl", "removed/part-00000.jsonl"):
-        assert (tmp_path / "a/stage1" / sub).read_text() == (tmp_path / "b/stage1" / sub).read_text()

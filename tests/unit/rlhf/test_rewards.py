@@ -179,3 +179,12 @@ def test_arithmetic_task_records_are_consistent():
         assert arithmetic.score(rec["prompt"], rec["rejected"]) == 0.0
     assert arithmetic.final_number("no digits") is None and arithmetic.final_number("+5 then -7.5") == "-7.5"
     assert arithmetic.sft_records(3, 5) == arithmetic.sft_records(3, 5)
+
+
+def test_reward_function_error_survives_pickling():
+    """It is raised in the reward role's process and re-raised in the driver by Ray."""
+    import pickle
+
+    err = pickle.loads(pickle.dumps(RewardFunctionError("m.py:f", "raised ValueError: boom", "record 3")))
+    assert (err.function, err.problem, err.record) == ("m.py:f", "raised ValueError: boom", "record 3")
+    assert str(err) == "reward function m.py:f on record 3: raised ValueError: boom"

@@ -6,13 +6,15 @@ import dataclasses
 import time
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 
 from orchestrator.kinds import load
 from orchestrator.data.shards import write_packed_dataset
 from orchestrator.tracking import JobTracker, MetricsLogger
-from orchestrator.tracking.lineage import resolve_model_uri
+from orchestrator.models.build import resolve_pretrained
 
 
 @pytest.fixture
@@ -92,7 +94,7 @@ def test_dataset_lineage_and_registry(cfg, tmp_path):
     run = client.get_run(tr.run_id)
     assert run.inputs.dataset_inputs[0].dataset.digest == digest[:36]
     assert client.get_model_version("tiny-lm", version).tags["dataset_digest"] == digest
-    local = resolve_model_uri(f"models:/tiny-lm/{version}", cfg.tracking.uri, tmp_path / "dl")
+    local = Path(resolve_pretrained(f"models:/tiny-lm/{version}", str(tmp_path / "dl"), cfg.tracking.uri))
     assert (local / "config.json").read_text() == "{}"
 
 

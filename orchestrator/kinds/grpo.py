@@ -1,0 +1,125 @@
+"""``grpo``: critic-free RL (GRPO, Dr.GRPO, RLOO, REINFORCE++) with rewards written as Python functions.
+
+Roles on the PPO machinery (:class:`orchestrator.rlhf.grpo.GRPOController`): actor, reference (not
+started when ``grpo.kl_coef`` is 0) and reward (``reward.functions`` and/or ``reward.model``); no critic.
+The math is in ``orchestrator/rlhf/{advantages,losses,kl,sampling}.py``; every default and its reason
+is in :class:`orchestrator.config.rlhf.GRPOOptions` / :class:`~orchestrator.config.rlhf.RewardConfig`.
+Reads ``data.path`` of format ``prompts`` (the records' other fields reach the reward functions; the
+demo task when null); takes ``model.pretrained`` and ``reward.model`` from upstream stages; output
+``model`` (the actor's export).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from orchestrator.config.errors import ConfigError
+from orchestrator.config.jobs import TrainJobConfig
+from orchestrator.config.rlhf import GRPOOptions, RewardConfig
+from orchestrator.kinds.registry import KindSpec, model_output
+from orchestrator.rlhf.placement import check_placement
+from orchestrator.rlhf.plan import grpo_plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOConfig(TrainJobConfig):
+    kind: str = "grpo"
+    grpo: GRPOOptions = field(default_factory=GRPOOptions)
+    """Critic-free RL options (group sampling, advantage estimator, loss, KL, dynamic sampling)."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """The reward: Python functions and/or a reward model, weighted."""
+
+
+def check_reward_functions(reward: RewardConfig) -> None:
+    """Every ``reward.functions[i]`` imports and can take ``(prompts, completions, **fields)``, before Ray."""
+    from orchestrator.rlhf.rewards import RewardFunctionError, load_reward_function
+
+    for i, f in enumerate(reward.functions):
+        try:
+            load_reward_function(f.function, f.weight, f.metric_name)
+        except RewardFunctionError as exc:
+            raise ConfigError(f"reward.functions[{i}]", f"{f.function}: {exc.problem}",
+                              "fix the module/file path or the function name (package.module:function or "
+                              "path/to/file.py:function, relative to the working directory)") from None
+
+
+def check(cfg: GRPOConfig) -> None:
+    """GRPO-specific checks (the generic ones ran before)."""
+    p = cfg.grpo
+    check_placement(p.colocate, cfg.cluster.placement, "grpo")
+    if cfg.parallel.zero_stage == 3:
+        raise ConfigError("parallel.zero_stage", "the actor generates with the HF model, which needs whole (not "
+                          "ZeRO-3 partitioned) weights", "use parallel=zero0, zero1 or zero2 for grpo")
+    per_update = cfg.parallel.micro_batch_size * p.actor.num_workers
+    if p.minibatch_size % per_update:
+        raise ConfigError("grpo.minibatch_size", f"{p.minibatch_size} completions are not divisible by "
+                          f"parallel.micro_batch_size * grpo.actor.num_workers = {per_update}",
+                          "pick a minibatch size divisible by micro_batch_size times the actor's workers")
+    if cfg.model.seq_len <= p.max_new_tokens:
+        raise ConfigError("grpo.max_new_tokens", f"{p.max_new_tokens} leaves no room for the prompt in "
+                          f"model.seq_len={cfg.model.seq_len}", "lower grpo.max_new_tokens or raise model.seq_len")
+    if p.loss_norm_length is not None and p.loss_agg != "seq_mean_token_sum_norm":
+        log.warning("grpo.loss_norm_length=%d is ignored: only loss_agg=seq_mean_token_sum_norm uses it "
+                    "(loss_agg=%s)", p.loss_norm_length, p.loss_agg)
+    if p.kl_coef == 0 and p.kl_mode == "reward":
+        log.warning("grpo.kl_mode=reward does nothing with grpo.kl_coef=0 (no KL, no reference role)")
+    check_reward_functions(cfg.reward)
+
+
+def plan(cfg: GRPOConfig) -> dict[str, Any]:
+    return {"model_params": cfg.model.num_params(), **grpo_plan(cfg)}
+
+
+def run(cfg: GRPOConfig) -> Mapping[str, Any]:
+    """Returns run id, output/export dirs, the registered version and the final step's metrics."""
+    from orchestrator.core.console import StepProgress
+    from orchestrator.core.files import has_tokenizer
+    from orchestrator.data.shards import read_records
+    from orchestrator.rlhf.grpo import GRPOController
+    from orchestrator.runtime.ray_runtime import ray_session, worker_env
+    from orchestrator.tracking import job_run, lineage_tags
+    from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = resolve_model(cfg.model.pretrained, cfg, "model.pretrained")
+    reward = resolve_model(cfg.reward.model, cfg, "reward.model")
+    data = dataset_dir(cfg, "prompts", policy if has_tokenizer(policy) else None)
+    tokenizer = pick_tokenizer(policy, data)
+    if policy is None:
+        log.warning("model.pretrained is null: GRPO starts from a randomly initialised policy (smoke run only)")
+        policy = init_model_dir(cfg, tokenizer)
+    records = [dict(r) for r in read_records(data)]
+    tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.reward.model, dataset=str(data),
+                        reward_functions=",".join(f.function for f in cfg.reward.functions) or None)
+    with job_run(cfg) as tracker, ray_session(cfg.cluster):
+        tracker.set_tags(tags)
+        tracker.log_dataset(data, "train")
+        ctl = GRPOController(cfg, policy_dir=policy, reward_dir=reward, tokenizer_dir=tokenizer, records=records,
+                             tracker=tracker, env=worker_env(cfg.cluster))
+        try:
+            with StepProgress("grpo", Path(cfg.output_dir) / "steps.jsonl", cfg.trainer.max_steps):
+                summary = ctl.run()
+            export_dir = ctl.export(out / "export") if cfg.trainer.export else None
+            fingerprint = ctl.fingerprints()["actor"]
+        finally:
+            ctl.stop_roles()
+        version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
+        last = summary["last_metrics"]
+        return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,
+                "model_version": version, "model_name": cfg.run_name if version else None,
+                "actor_fingerprint": fingerprint, "metrics": last, "final_reward_mean": last.get("reward_mean"),
+                **summary}
+
+
+SPEC = KindSpec(
+    name="grpo", config=GRPOConfig, run=run, check=check, plan=plan, outputs=model_output, data_format="prompts",
+    summary="Critic-free RL (GRPO, Dr.GRPO, RLOO, REINFORCE++) with rewards as Python functions",
+    model_inputs={"reward_model": "reward.model", "*": "model.pretrained"},
+    key_metrics=("reward_mean", "final_reward_mean", "pass_rate", "kl"),
+)

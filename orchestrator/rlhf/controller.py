@@ -1,0 +1,222 @@
+"""The role controller shared by the RL kinds (``ppo``, ``grpo``): roles, the step loop, checkpoints, recovery.
+
+A subclass says what its step is (:meth:`RoleController.step_stats`), which roles it starts
+(:meth:`RoleController.role_specs`), which of them are trained (and so checkpointed) and what driver
+state a step depends on (:meth:`RoleController.state_dict`). This class owns the rest, once:
+
+* the loop over ``trainer.max_steps``, each step's record in ``steps.jsonl`` and MLflow (idempotent per
+  step, so a replayed step is logged once), sample tables every ``sample_every`` steps, and atomic
+  checkpoints every ``trainer.save_every`` steps (:mod:`.ppo_checkpoint`);
+* resume (``resume=auto``: the newest committed checkpoint) and recovery: when a role actor dies the
+  controller kills the others, starts fresh ones and recomputes from the last committed checkpoint,
+  at most ``trainer.max_failures`` times. Everything random in a step derives from (seed, step), so
+  the recomputed steps equal the lost ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from orchestrator.config.jobs import checkpoint_root
+from orchestrator.rlhf.placement import RoleGroup, create_placement_group
+from orchestrator.rlhf.ppo_checkpoint import find_resume_checkpoint, load_ppo_state, save_ppo_checkpoint
+from orchestrator.rlhf.rollout import pad_right, shard_rows
+from orchestrator.training.metrics import StepLog
+
+log = logging.getLogger(__name__)
+
+RoleSpec = tuple[type, Callable[[int, int, str], tuple[tuple, dict]]]
+"""A role's class and ``make_args(rank, world_size, master) -> (args, kwargs)`` of its constructor."""
+
+
+class RoleController:
+    """Base of the RL controllers (see the module docstring).
+
+    Args:
+        cfg: the frozen job config; its options group is ``getattr(cfg, cfg.kind)``.
+        tokenizer_dir: tokenizer of the policy.
+        tracker: a :class:`~orchestrator.tracking.JobTracker` (or an object with the same logging API).
+        env: environment variables of the role actors.
+    """
+
+    fault_role = "actor"
+    """The role whose actor ``trainer.fail_at_step`` kills (fault-injection tests)."""
+
+    def __init__(self, cfg: Any, *, tokenizer_dir: str, tracker: Any, env: dict[str, str]) -> None:
+        from transformers import AutoTokenizer
+
+        self.cfg, self.p = cfg, getattr(cfg, cfg.kind)
+        self.tokenizer_dir, self.tracker, self.env = tokenizer_dir, tracker, env
+        self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.out = Path(cfg.output_dir)
+        self.ckpt_root = checkpoint_root(cfg)
+        self.steplog = StepLog(self.out / "steps.jsonl")
+        self.groups: dict[str, RoleGroup] = {}
+        self.pg = None
+        self.step = 0
+
+    # ------------------------------------------------------------------ what a subclass provides
+    def reset_state(self) -> None:
+        """Driver state of a fresh run (step 0)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def role_specs(self) -> dict[str, RoleSpec]:
+        """The roles to start, in placement order."""
+        raise NotImplementedError
+
+    def trained_roles(self) -> tuple[str, ...]:
+        """Roles whose engines (weights, optimizer, schedule) are checkpointed."""
+        return ("actor",)
+
+    def step_stats(self, step: int) -> tuple[dict[str, float], Any]:
+        """Run one step; returns its metrics and what :meth:`sample_table` needs."""
+        raise NotImplementedError
+
+    def sample_table(self, step: int, samples: Any) -> dict[str, list]:
+        """Columns of the step's sample table."""
+        raise NotImplementedError
+
+    def on_roles_started(self) -> None:
+        """Hook after (re)starting the roles, before any checkpoint is loaded."""
+
+    # ------------------------------------------------------------------ roles
+    def start_roles(self) -> None:
+        """(Re)create the placement group and the role actors from the initial models."""
+        import ray
+
+        self.stop_roles()
+        specs = self.role_specs()
+        self.pg, index = create_placement_group(self.p, tuple(specs), self.cfg.cluster.placement)
+        self.groups = {name: RoleGroup(name, cls, getattr(self.p, name), self.pg, index[name], make, self.env)
+                       for name, (cls, make) in specs.items()}
+        ray.get([f for g in self.groups.values() for f in g.ready()])  # every role starts in parallel
+        self.on_roles_started()
+
+    def stop_roles(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        for g in self.groups.values():
+            g.kill()
+        self.groups = {}
+        if self.pg is not None:
+            try:
+                remove_placement_group(self.pg)
+            except Exception:
+                pass
+            self.pg = None
+
+    def _trained(self) -> list[RoleGroup]:
+        return [self.groups[name] for name in self.trained_roles()]
+
+    def gather(self, name: str, method: str, batch: dict[str, Any], pad: float = 0.0) -> Any:
+        """``method`` on the role's ranks, each on its contiguous share of ``batch``; results concatenated."""
+        import ray
+
+        g = self.groups[name]
+        outs = ray.get(g.call_sharded(method, shard_rows(batch, len(g)) if len(g) > 1 else [batch]))
+        if isinstance(outs[0], dict):
+            return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+        return pad_right(outs, pad) if outs[0].dim() == 2 else torch.cat(outs)
+
+    def maybe_inject_failure(self, step: int) -> None:
+        """``trainer.fail_at_step``: the :attr:`fault_role` actor's process dies mid-step, once (marker file)."""
+        fail = self.cfg.trainer.fail_at_step
+        if fail is None or step != fail:
+            return
+        marker = self.out / f".fail_at_step_{step}.done"
+        if marker.exists():
+            return
+        marker.write_text("injected\n")
+        log.warning("[fault injection] killing the %s role at step %d", self.fault_role, step)
+        self.groups[self.fault_role].workers[0].die.remote()
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict[str, Any]:
+        import ray
+
+        cfg = self.cfg
+        resume_from = find_resume_checkpoint(self.ckpt_root, cfg.resume)
+        failures, recoveries = 0, 0
+        if resume_from is None:  # a fresh run forgets step records of an earlier attempt without checkpoints
+            self.steplog.path.unlink(missing_ok=True)
+        self.reset_state()
+        self.start_roles()
+        if resume_from is not None:
+            self.load_state_dict(load_ppo_state(resume_from, self._trained()))
+        last: dict[str, float] = {}
+        while self.step < cfg.trainer.max_steps:
+            step = self.step + 1
+            try:
+                last = self._one_step(step)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                failures += 1
+                if failures > cfg.trainer.max_failures:
+                    raise RuntimeError(f"{cfg.kind} role failed {failures} times (trainer.max_failures="
+                                       f"{cfg.trainer.max_failures}); last error: {exc}") from exc
+                log.warning("a %s role died at step %d (%s); recovering from the last checkpoint", cfg.kind, step, exc)
+                recoveries += 1
+                self._recover()
+        return {"steps": self.step, "failures_recovered": recoveries, "last_metrics": last}
+
+    def _recover(self) -> None:
+        self.stop_roles()
+        self.reset_state()
+        self.start_roles()
+        ckpt = find_resume_checkpoint(self.ckpt_root, "auto")
+        if ckpt is not None:
+            self.load_state_dict(load_ppo_state(ckpt, self._trained()))
+
+    def _one_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        stats, samples = self.step_stats(step)
+        stats["step_time_s"] = time.perf_counter() - t0
+        self.step = step
+        self.steplog.append(step, stats)
+        if step % cfg.trainer.log_every == 0:
+            self.tracker.log_metrics(stats, step)
+        if step % self.p.sample_every == 0 or step == cfg.trainer.max_steps:
+            self.log_samples(step, samples)
+        if step == cfg.trainer.max_steps or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
+            save_ppo_checkpoint(self.ckpt_root, step, self._trained(), self.state_dict(), cfg.trainer.keep_checkpoints)
+        return stats
+
+    # ------------------------------------------------------------------ outputs
+    def log_samples(self, step: int, samples: Any) -> None:
+        """The step's sample table as ``samples/step_<k>.json`` (MLflow artifact + local copy)."""
+        table = self.sample_table(step, samples)
+        d = self.out / "samples"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"step_{step:06d}.json").write_text(json.dumps(table, indent=1))
+        client = getattr(self.tracker, "client", None)
+        if client is not None:
+            client.log_table(self.tracker.run_id, data=table, artifact_file=f"samples/step_{step:06d}.json")
+
+    def export(self, out_dir: Path) -> Path:
+        """The actor's weights plus the tokenizer files, as a Hugging Face model dir."""
+        import ray
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ray.get(self.groups["actor"].workers[0].export.remote(str(out_dir)))
+        for f in Path(self.tokenizer_dir).iterdir():
+            if f.is_file() and ("token" in f.name or f.name == "special_tokens_map.json"):
+                shutil.copy2(f, out_dir / f.name)
+        return out_dir
+
+    def fingerprints(self) -> dict[str, float]:
+        import ray
+
+        return {"actor": ray.get(self.groups["actor"].workers[0].state_fingerprint.remote())}

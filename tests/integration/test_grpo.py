@@ -1,0 +1,141 @@
+"""``grpo`` on the demo task with real Ray roles (actor, reference, reward functions) and DeepSpeed engines.
+
+* GRPO raises the SFT policy's held-out reward clearly while the KL to the reference stays bounded,
+  and its per-step metrics reach MLflow;
+* RLOO with the KL off (no reference role) and Dr.GRPO's aggregation runs, and a reward function that
+  raises is counted under ``reward.on_error=zero`` ...
+* ... and fails the step with an error naming it under the default ``reward.on_error=raise``;
+* a job resumed from a committed checkpoint, and a run whose actor dies mid-step and is recovered inside
+  the job, both end with exactly the weights and per-step metrics of an uninterrupted run (dynamic
+  sampling on, so the refill rounds' prompt sampler is part of the state).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from tests.integration.rlhf_helpers import build_sft_policy, held_out_prompts, job_cfg
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+GRPO_METRICS = ("reward_mean", "reward/fruit_reward", "pass_rate", "group_reward_std", "zero_std_group_fraction",
+                "kl", "kl_loss", "clip_frac_low", "clip_frac_high", "entropy", "response_length",
+                "truncation_rate", "time_generate_score_s", "time_train_s")
+FAILING_REWARDS = '''
+def flaky_reward(prompts, completions, **fields):
+    raise ValueError("boom")
+'''
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "rlhf_shared"
+
+
+@pytest.fixture(scope="module")
+def sft_policy(ray_local, shared):
+    return build_sft_policy(shared)[0]
+
+
+def grpo_cfg(ws, run_name, policy, *extra):
+    return job_cfg("grpo", ws, run_name, f"model.pretrained={policy}", "trainer.lr=2e-3", "grpo.rollout_batch_size=8",
+                   "grpo.group_size=8", "grpo.minibatch_size=32", "parallel.micro_batch_size=16", *extra)
+
+
+def test_grpo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, tmp_path):
+    from mlflow import MlflowClient
+
+    from orchestrator.kinds.grpo import run as run_grpo
+    from orchestrator.rlhf.evaluate import mean_reward
+    from orchestrator.training.loop import read_steps
+
+    steps = 15
+    cfg = grpo_cfg(tmp_path, "grpo", sft_policy, f"trainer.max_steps={steps}", "trainer.save_every=0",
+                   "grpo.sample_every=10")
+    res = run_grpo(cfg)
+    prompts = held_out_prompts()
+    sft_score = mean_reward(sft_policy, prompts, seed=0)
+    grpo_score = mean_reward(res["export_dir"], prompts, seed=0)
+    print(f"held-out reward: SFT {sft_score:.3f} -> GRPO {grpo_score:.3f}")
+    assert grpo_score >= sft_score + 0.1, (sft_score, grpo_score)
+
+    per_step = read_steps(res["output_dir"])
+    assert sorted(per_step) == list(range(1, steps + 1))
+    kls = [per_step[s]["kl"] for s in per_step]
+    assert all(math.isfinite(k) for k in kls) and max(kls) < 8.0, kls  # nats per response, vs the reference
+    assert per_step[1]["kl"] == pytest.approx(0.0, abs=1e-4)  # step 1 samples from the reference itself
+
+    client = MlflowClient(cfg.tracking.uri)
+    assert client.get_run(res["run_id"]).info.status == "FINISHED"
+    for name in GRPO_METRICS:
+        assert len(client.get_metric_history(res["run_id"], name)) == steps, name
+    samples = {a.path for a in client.list_artifacts(res["run_id"], "samples")}
+    assert samples == {"samples/step_000010.json", "samples/step_000015.json"}
+
+
+def test_rloo_without_kl_runs_and_counts_failing_function_under_on_error_zero(ray_local, sft_policy, tmp_path):
+    from orchestrator.kinds.grpo import run as run_grpo
+    from orchestrator.training.loop import read_steps
+
+    rewards = tmp_path / "failing_rewards.py"
+    rewards.write_text(FAILING_REWARDS)
+    functions = (f"reward.functions=[{{function: 'orchestrator.rlhf.reward_functions:fruit_reward'}},"
+                 f"{{function: '{rewards}:flaky_reward', weight: 0.5}}]")
+    res = run_grpo(grpo_cfg(tmp_path, "rloo", sft_policy, "trainer.max_steps=2", "trainer.save_every=0",
+                            "tracking.enabled=false", "grpo.advantage=rloo", "grpo.kl_coef=0",
+                            "grpo.loss_agg=seq_mean_token_sum_norm", "reward.on_error=zero", functions))
+    per_step = read_steps(res["output_dir"])
+    assert sorted(per_step) == [1, 2]
+    for m in per_step.values():
+        assert m["reward_errors/flaky_reward"] == 64.0 and m["reward/flaky_reward"] == 0.0
+        assert m["reward_mean"] == pytest.approx(m["reward/fruit_reward"])
+        assert "kl" not in m and "kl_loss" not in m  # no reference role, no KL term
+        assert math.isfinite(m["policy_loss"]) and m["actor_grad_norm"] > 0
+
+
+def test_reward_function_that_raises_fails_the_step_naming_it(ray_local, sft_policy, tmp_path):
+    from orchestrator.kinds.grpo import run as run_grpo
+    from orchestrator.rlhf.rewards import RewardFunctionError
+
+    rewards = tmp_path / "failing_rewards.py"
+    rewards.write_text(FAILING_REWARDS)
+    cfg = grpo_cfg(tmp_path, "raises", sft_policy, "trainer.max_steps=1", "tracking.enabled=false",
+                   f"reward.functions=[{{function: '{rewards}:flaky_reward'}}]")
+    with pytest.raises(RewardFunctionError, match=r"flaky_reward.*ValueError: boom"):
+        run_grpo(cfg)
+
+
+def test_grpo_resume_and_actor_recovery_reproduce_uninterrupted_run(ray_local, sft_policy, tmp_path):
+    from orchestrator.kinds.grpo import run as run_grpo
+    from orchestrator.training.loop import read_steps
+
+    common = ("trainer.max_steps=4", "trainer.save_every=2", "tracking.enabled=false", "grpo.rollout_batch_size=4",
+              "grpo.minibatch_size=16", "grpo.dynamic_sampling=true", "grpo.max_refills=1")
+    ref = run_grpo(grpo_cfg(tmp_path, "uninterrupted", sft_policy, *common))
+
+    # a new job resuming from the uninterrupted run's committed step-2 checkpoint (as after a crash at step 3)
+    ckpts = Path(tmp_path) / "resumed" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    shutil.copytree(Path(ref["output_dir"]) / "checkpoints" / "step_00000002", ckpts / "step_00000002")
+    (ckpts / "latest").write_text("step_00000002")
+    resumed = run_grpo(grpo_cfg(tmp_path, "resumed", sft_policy, *common))
+    assert resumed["steps"] == 4
+
+    # the actor dies at step 3 and the job recovers the step from the last checkpoint by itself
+    recovered = run_grpo(grpo_cfg(tmp_path, "recovered", sft_policy, *common, "trainer.fail_at_step=3",
+                                  "trainer.max_failures=1"))
+    assert recovered["failures_recovered"] == 1
+
+    ref_steps = read_steps(ref["output_dir"])
+    assert all(ref_steps[s]["groups_generated"] >= 4 for s in ref_steps)  # dynamic sampling ran
+    for other, first in ((resumed, 3), (recovered, 1)):
+        assert other["actor_fingerprint"] == ref["actor_fingerprint"]
+        got = read_steps(other["output_dir"])
+        assert sorted(got) == list(range(first, 5))
+        for step in range(first, 5):
+            for key in ("reward_mean", "kl", "policy_loss", "kl_loss", "groups_generated", "entropy"):
+                assert got[step][key] == ref_steps[step][key], (step, key)
