@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cluster_helpers import finished_pretrain, local_cluster  # noqa: F401  (session fixtures)
+from tests.integration.multinode_helpers import two_node_cluster  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,9 @@
 #
 # Settings (environment): CLUSTER_DIR (state, logs, MLflow db and artifacts; default outputs/cluster-local),
 # RAY_PORT (6379), DASHBOARD_PORT (8265), RAY_CLIENT_PORT (10001), MLFLOW_PORT (5000), NUM_CPUS (all),
-# RAY_TEMP_DIR (default $CLUSTER_DIR/ray), RAY_START_EXTRA (more `ray start` flags, e.g. fixed agent ports).
+# MULTI_NODE (1: other nodes may join), RAY_TEMP_DIR (default $CLUSTER_DIR/ray), LABELS (node labels, default node_group=head), RAY_START_EXTRA (more
+# `ray start` flags, e.g. fixed agent ports). Ray workers on the head see ORCHESTRATOR_LOCAL_DIR=$CLUSTER_DIR/scratch.
+# More nodes join with cluster/local/join.sh.
 # Token: RAY_AUTH_TOKEN if set, else the file RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (generated if absent).
 set -euo pipefail
 
@@ -19,6 +21,7 @@ RAY_CLIENT_PORT=${RAY_CLIENT_PORT:-10001}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
 NUM_CPUS=${NUM_CPUS:-$(nproc)}
 RAY_TEMP_DIR=${RAY_TEMP_DIR:-$CLUSTER_DIR/ray}
+LABELS=${LABELS:-node_group=head}
 RAY=${RAY:-ray}
 MLFLOW=${MLFLOW:-mlflow}
 
@@ -28,7 +31,7 @@ for f in ray.pid mlflow.pid; do
     exit 1
   fi
 done
-mkdir -p "$RAY_TEMP_DIR" "$CLUSTER_DIR/mlartifacts"
+mkdir -p "$RAY_TEMP_DIR" "$CLUSTER_DIR/mlartifacts" "$CLUSTER_DIR/scratch"
 
 # Token authentication on (Ray reads RAY_AUTH_MODE at start); every node and client needs the same token.
 export RAY_AUTH_MODE=token
@@ -36,15 +39,22 @@ if [[ -z ${RAY_AUTH_TOKEN:-} && ! -s ${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_toke
   "$RAY" get-auth-token --generate >/dev/null
 fi
 # Single machine: Ray binds its services to the loopback address instead of the node's LAN address.
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# MULTI_NODE=1 keeps Ray's default (the node's address, reachable by nodes that join with join.sh or
+# `ray start --address`; token auth guards it): a loopback-only head cannot be joined, because a joining
+# node resolves 127.0.0.1 in the head address to its own LAN address.
+if [[ ${MULTI_NODE:-0} != 1 ]]; then
+  export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+fi
 # Inherited by every Ray process of this cluster: "auto" lookups inside jobs (Ray Train's State API
 # client, ray.init) then name this cluster even when other Ray instances run on the same machine.
 export RAY_ADDRESS=127.0.0.1:$RAY_PORT
+# The node's own disk (checkpoint staging); a job's shared files go to cluster.storage_path instead.
+export ORCHESTRATOR_LOCAL_DIR=$CLUSTER_DIR/scratch
 
 # `ray start --block` in its own session: stop.sh ends exactly this process group, never other Rays.
 setsid "$RAY" start --head --block --disable-usage-stats \
   --port "$RAY_PORT" --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
-  --ray-client-server-port "$RAY_CLIENT_PORT" --num-cpus "$NUM_CPUS" --temp-dir "$RAY_TEMP_DIR" \
+  --ray-client-server-port "$RAY_CLIENT_PORT" --num-cpus "$NUM_CPUS" --temp-dir "$RAY_TEMP_DIR" --labels "$LABELS" \
   ${RAY_START_EXTRA:-} >"$CLUSTER_DIR/ray.log" 2>&1 < /dev/null &
 echo $! >"$CLUSTER_DIR/ray.pid"
 

@@ -9,6 +9,10 @@ from orchestrator.config.base import Frozen
 from orchestrator.config.errors import require
 
 
+PLACEMENTS = ("pack", "spread")
+"""Values of ``cluster.placement`` (Ray placement strategies ``PACK`` / ``SPREAD``)."""
+
+
 @dataclass
 class ClusterConfig(Frozen):
     address: Optional[str] = None
@@ -24,13 +28,27 @@ class ClusterConfig(Frozen):
     """CPUs of the in-process local Ray (address=null); null = all cores of this machine."""
     name: str = "local"
     """Preset name; matches ``cluster/<name>...`` definitions for deployable clusters."""
+    placement: str = "pack"
+    """Where the training ranks go: ``pack`` fills as few nodes as hold them (consecutive ranks together:
+    fastest collectives; Ray Train's default), ``spread`` puts each rank on a different node while there
+    are free nodes (survives a node loss with the least work lost, spreads host memory and disk I/O). Both
+    are soft: when the preferred nodes are full Ray uses any node with room. PPO/GRPO roles follow it
+    when ``ppo.colocate=false``."""
     storage_path: Optional[str] = None
-    """Shared filesystem or object-store path for checkpoints on multi-node clusters; null = output_dir."""
+    """Checkpoint storage that every node mounts at this path (NFS, EFS, CephFS, Lustre, a FUSE-mounted
+    bucket): committed checkpoints go to ``<storage_path>/<run_name>/checkpoints`` and resume and recovery
+    read them there, so ``output_dir`` may be a node's local disk. null = ``<output_dir>/checkpoints``
+    (then output_dir itself must be shared on multi-node clusters). Ray Train keeps its run state there too."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for workers (secret values are never logged)."""
 
     def __post_init__(self) -> None:
         require(self.num_workers >= 1, "cluster.num_workers", "must be >= 1", "set cluster.num_workers=1 or more")
         require(self.cpus_per_worker >= 1, "cluster.cpus_per_worker", "must be >= 1", "set it to 1 or more")
+        require(self.placement in PLACEMENTS, "cluster.placement", f"unknown placement {self.placement!r}",
+                f"use one of {', '.join(PLACEMENTS)}")
+        require(self.storage_path is None or "://" not in self.storage_path, "cluster.storage_path",
+                f"{self.storage_path!r} is a URI; checkpoints are written by every rank through a filesystem path",
+                "mount the bucket on every node (s3fs, gcsfuse, blobfuse) or use a shared filesystem path")
         require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", "must be >= 1 or null",
                 "set cluster.num_cpus=null to use every core")

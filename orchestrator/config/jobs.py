@@ -4,6 +4,7 @@ extends one of these in its own module, ``orchestrator/kinds/<kind>.py``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from orchestrator.config.base import Frozen
 from orchestrator.config.cluster import ClusterConfig
@@ -56,3 +57,13 @@ class TrainJobConfig(JobConfig):
     """Optimizer and LR schedule."""
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     """Packed dataset from data_prep."""
+
+
+def checkpoint_root(cfg: JobConfig) -> Path:
+    """Where a run's committed checkpoints live: ``<cluster.storage_path>/<run_name>/checkpoints`` when a
+    storage path is set (a filesystem every node mounts; the output directory may then be node-local),
+    else ``<output_dir>/checkpoints``. Every rank writes its shards there, the commit marker last; resume
+    (a new job, or Ray Train's restart after a node loss) reads from there."""
+    if cfg.cluster.storage_path:
+        return Path(cfg.cluster.storage_path) / cfg.run_name / "checkpoints"
+    return Path(cfg.output_dir) / "checkpoints"

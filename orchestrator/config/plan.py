@@ -29,6 +29,8 @@ class TrainPlan:
     """Idle fraction of a pipeline step, (p-1)/(m+p-1) with m micro-batches (0 without PP)."""
     memory_gib: dict[str, float] = field(default_factory=dict)
     """Estimated per-worker memory: model states (ZeRO formula), activations, total."""
+    placement: dict[str, Any] = field(default_factory=dict)
+    """``cluster.placement``: Ray's strategy and which ranks it puts together (see :func:`placement_plan`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +69,20 @@ def activation_bytes(cfg: TrainJobConfig, tp: int, pp: int, bytes_per_value: int
     return layers * per_layer + logits
 
 
+def placement_plan(strategy: str, world: int, model_parallel: int) -> dict[str, Any]:
+    """Which ranks land together under ``cluster.placement``.
+
+    ``pack``: one group of every rank, filled onto as few nodes as hold them; Ray Train numbers the workers
+    node by node, so a node holds consecutive ranks and a model-parallel group (``model_parallel``
+    consecutive ranks) stays inside one node whenever a node holds a multiple of it. ``spread``: one rank
+    per node while there are free nodes (a group per rank).
+    """
+    ranks = list(range(world))
+    groups = [ranks] if strategy == "pack" else [[r] for r in ranks]
+    return {"strategy": strategy, "ray_strategy": strategy.upper(), "ranks_together": groups,
+            "model_parallel_groups": [ranks[i:i + model_parallel] for i in range(0, world, model_parallel)]}
+
+
 def make_train_plan(cfg: TrainJobConfig) -> TrainPlan:
     p, m, c = cfg.parallel, cfg.model, cfg.cluster
     tp, pp = p.tensor_parallel, p.pipeline_parallel
@@ -89,7 +105,7 @@ def make_train_plan(cfg: TrainJobConfig) -> TrainPlan:
         world_size=world, dp_size=dp, tp_size=tp, pp_size=pp, grad_accum_steps=accum,
         micro_batch_size=p.micro_batch_size, global_batch_size=cfg.trainer.global_batch_size,
         tokens_per_step=cfg.trainer.global_batch_size * m.seq_len, num_params=n, precision=precision,
-        pipeline_bubble=round(bubble, 4),
+        pipeline_bubble=round(bubble, 4), placement=placement_plan(c.placement, world, tp * pp),
         memory_gib={
             "model_states": round(states / GIB, 4),
             "activations": round(acts / GIB, 4),

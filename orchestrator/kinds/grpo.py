@@ -20,6 +20,7 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import GRPOOptions, RewardConfig
 from orchestrator.kinds.registry import KindSpec, model_output
+from orchestrator.rlhf.placement import check_placement
 from orchestrator.rlhf.plan import grpo_plan
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def check_reward_functions(reward: RewardConfig) -> None:
 def check(cfg: GRPOConfig) -> None:
     """GRPO-specific checks (the generic ones ran before)."""
     p = cfg.grpo
+    check_placement(p.colocate, cfg.cluster.placement, "grpo")
     if cfg.parallel.zero_stage == 3:
         raise ConfigError("parallel.zero_stage", "the actor generates with the HF model, which needs whole (not "
                           "ZeRO-3 partitioned) weights", "use parallel=zero0, zero1 or zero2 for grpo")

@@ -19,6 +19,7 @@ from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import PPOOptions
 from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
 from orchestrator.kinds.registry import KindSpec, model_output
+from orchestrator.rlhf.placement import check_placement
 from orchestrator.rlhf.plan import ppo_plan
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def check(cfg: PPOConfig) -> None:
                               f" * ppo.{role}.num_workers = {cfg.parallel.micro_batch_size * n}",
                               "pick a minibatch size divisible by micro_batch_size times the role size")
     check_rollout(cfg)
+    check_placement(p.colocate, cfg.cluster.placement, "ppo")
     if cfg.model.seq_len <= p.max_new_tokens:
         raise ConfigError("ppo.max_new_tokens", f"{p.max_new_tokens} leaves no room for the prompt in "
                           f"model.seq_len={cfg.model.seq_len}", "lower ppo.max_new_tokens or raise model.seq_len")

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from orchestrator.config.jobs import checkpoint_root
 from orchestrator.rlhf.placement import RoleGroup, create_placement_group
 from orchestrator.rlhf.ppo_checkpoint import find_resume_checkpoint, load_ppo_state, save_ppo_checkpoint
 from orchestrator.rlhf.rollout import pad_right, shard_rows
@@ -55,7 +56,7 @@ class RoleController:
         self.tokenizer_dir, self.tracker, self.env = tokenizer_dir, tracker, env
         self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.out = Path(cfg.output_dir)
-        self.ckpt_root = self.out / "checkpoints"
+        self.ckpt_root = checkpoint_root(cfg)
         self.steplog = StepLog(self.out / "steps.jsonl")
         self.groups: dict[str, RoleGroup] = {}
         self.pg = None
@@ -101,7 +102,7 @@ class RoleController:
 
         self.stop_roles()
         specs = self.role_specs()
-        self.pg, index = create_placement_group(self.p, tuple(specs))
+        self.pg, index = create_placement_group(self.p, tuple(specs), self.cfg.cluster.placement)
         self.groups = {name: RoleGroup(name, cls, getattr(self.p, name), self.pg, index[name], make, self.env)
                        for name, (cls, make) in specs.items()}
         ray.get([f for g in self.groups.values() for f in g.ready()])  # every role starts in parallel

@@ -101,12 +101,28 @@ class RoleGroup:
                 pass
 
 
-def create_placement_group(ppo: Any, roles: Sequence[str] = ROLES) -> tuple[Any, dict[str, list[int]]]:
+def check_placement(colocate: bool, placement: str, kind: str) -> None:
+    """Refuse ``cluster.placement=spread`` with colocated roles (one STRICT_PACK bundle on one node)."""
+    from orchestrator.config.errors import ConfigError
+
+    if colocate and placement == "spread":
+        raise ConfigError("cluster.placement", f"spread cannot apply while {kind}.colocate=true keeps every role on "
+                          "one node", f"set {kind}.colocate=false to spread the roles, or cluster.placement=pack")
+
+
+def pg_strategy(colocate: bool, placement: str) -> str:
+    """Ray strategy of the roles' placement group: ``STRICT_PACK`` (one node) when colocated, else
+    ``cluster.placement`` (``PACK`` / ``SPREAD``)."""
+    return "STRICT_PACK" if colocate else placement.upper()
+
+
+def create_placement_group(ppo: Any, roles: Sequence[str] = ROLES,
+                           placement: str = "pack") -> tuple[Any, dict[str, list[int]]]:
     """Reserve the roles' resources (waits until Ray can grant them)."""
     import ray
     from ray.util.placement_group import placement_group
 
     bundles, index = bundles_for(ppo, roles)
-    pg = placement_group(bundles, strategy="STRICT_PACK" if ppo.colocate else "PACK")
+    pg = placement_group(bundles, strategy=pg_strategy(ppo.colocate, placement))
     ray.get(pg.ready(), timeout=300)
     return pg, index

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.rlhf.placement import ROLES, bundles_for
+from orchestrator.rlhf.placement import ROLES, bundles_for, pg_strategy
 
 
 def ppo_plan(cfg: Any) -> dict[str, Any]:
@@ -14,7 +14,7 @@ def ppo_plan(cfg: Any) -> dict[str, Any]:
     return {
         "roles": {r: {"num_workers": getattr(p, r).num_workers, "num_cpus": getattr(p, r).num_cpus,
                       "num_gpus": getattr(p, r).num_gpus, "bundles": index[r]} for r in ROLES},
-        "placement_strategy": "STRICT_PACK" if p.colocate else "PACK",
+        "placement_strategy": pg_strategy(p.colocate, cfg.cluster.placement),
         "placement_bundles": bundles,
         "samples_per_step": p.rollout_batch_size,
         "optimizer_steps_per_ppo_step": p.ppo_epochs * minibatches,
@@ -44,7 +44,7 @@ def grpo_plan(cfg: Any) -> dict[str, Any]:
     return {
         "roles": {name: {"num_workers": getattr(p, name).num_workers, "num_cpus": getattr(p, name).num_cpus,
                          "num_gpus": getattr(p, name).num_gpus, "bundles": index[name]} for name in roles},
-        "placement_strategy": "STRICT_PACK" if p.colocate else "PACK",
+        "placement_strategy": pg_strategy(p.colocate, cfg.cluster.placement),
         "placement_bundles": bundles,
         "prompts_per_step": p.rollout_batch_size,
         "samples_per_step": completions,

@@ -20,15 +20,17 @@ class NullTracker:
 
 
 @contextlib.contextmanager
-def job_run(cfg: Any, extra_tags: Optional[Mapping[str, str]] = None) -> Iterator[Any]:
-    """The job's MLflow run, created or reopened (see ``JobTracker.start``) and ended FINISHED, FAILED or
+def job_run(cfg: Any, extra_tags: Optional[Mapping[str, str]] = None,
+            resume_run_id: Optional[str] = None) -> Iterator[Any]:
+    """The job's MLflow run, created or reopened (see ``JobTracker.start``; ``resume_run_id``: the run of
+    the checkpoint being resumed, used when ``output_dir`` lost its record) and ended FINISHED, FAILED or
     KILLED by the context; a :class:`NullTracker` when ``cfg.tracking.enabled`` is false."""
     if not cfg.tracking.enabled:
         yield NullTracker()
         return
     from orchestrator.tracking.tracker import JobTracker
 
-    with JobTracker.start(cfg, extra_tags=extra_tags) as tracker:
+    with JobTracker.start(cfg, extra_tags=extra_tags, resume_run_id=resume_run_id) as tracker:
         yield tracker
 
 

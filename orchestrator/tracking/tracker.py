@@ -77,11 +77,12 @@ class JobTracker:
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def start(cls, cfg: JobConfig, run_name: Optional[str] = None,
-              extra_tags: Optional[Mapping[str, str]] = None) -> "JobTracker":
+              extra_tags: Optional[Mapping[str, str]] = None, resume_run_id: Optional[str] = None) -> "JobTracker":
         """Create this job's run, or reopen it when the job resumes (same ``output_dir``).
 
-        The run id is kept in ``<output_dir>/tracking.json``; ``resume=never`` always starts a new
-        run. Tags: ``job_kind``, ``config_hash``, ``git_commit``, ``run_name`` (+ ``cfg.tracking.tags``).
+        The run id is kept in ``<output_dir>/tracking.json``; without that file (a node-local output
+        directory on another node, checkpoints on ``cluster.storage_path``) ``resume_run_id``, the run
+        recorded in the resumed checkpoint, is reopened. ``resume=never`` always starts a new run. Tags: ``job_kind``, ``config_hash``, ``git_commit``, ``run_name`` (+ ``cfg.tracking.tags``).
         """
         from mlflow import MlflowClient
 
@@ -100,6 +101,12 @@ class JobTracker:
                     run_id = state["run_id"]
                 except Exception:
                     log.warning("run %s recorded in %s is not in the store; starting a new run", state["run_id"], state_path)
+        elif cfg.resume != "never" and resume_run_id:
+            try:
+                client.get_run(resume_run_id)
+                run_id = resume_run_id
+            except Exception:
+                log.warning("run %s of the resumed checkpoint is not in the store; starting a new run", resume_run_id)
         tags = {"job_kind": cfg.kind, "config_hash": config_hash(cfg), "git_commit": git_commit(),
                 "run_name": cfg.run_name, **cfg.tracking.tags, **(extra_tags or {})}
         if cfg.tracking.parent_run_id:

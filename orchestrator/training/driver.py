@@ -16,12 +16,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from orchestrator.config.jobs import TrainJobConfig
+from orchestrator.config.jobs import TrainJobConfig, checkpoint_root
 from orchestrator.config.plan import make_train_plan
 from orchestrator.core.console import StepProgress, say, verbose
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
 from orchestrator.core.timing import Phases, one_line
-from orchestrator.engine.checkpoint import latest_committed
+from orchestrator.engine.checkpoint import latest_committed, read_trainer_state
 from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
 from orchestrator.runtime.ray_runtime import ray_session
 from orchestrator.tracking import config_hash, job_run, lineage_tags
@@ -35,18 +35,11 @@ log = logging.getLogger(__name__)
 
 
 def ray_storage(cfg: TrainJobConfig) -> tuple[str, str]:
-    """(storage_path, name) of the Ray Train run. Without ``cluster.storage_path`` the run directory *is*
-    ``output_dir`` (its parent + its name), so our committed checkpoints lie inside Ray's experiment
-    directory and are registered in place; with a storage path Ray copies each reported checkpoint there."""
-    if cfg.cluster.storage_path:
-        return cfg.cluster.storage_path, cfg.run_name
-    out = Path(cfg.output_dir)
-    return str(out.parent), out.name
-
-
-def checkpoints_in_place(cfg: TrainJobConfig) -> bool:
-    """Whether reported checkpoints are registered where they are (see :func:`ray_storage`)."""
-    return not cfg.cluster.storage_path
+    """(storage_path, name) of the Ray Train run: the directory that holds :func:`checkpoint_root`
+    (``output_dir``, or ``<cluster.storage_path>/<run_name>``), so our committed checkpoints lie inside Ray's
+    run directory and are registered where they are, never copied a second time."""
+    run_dir = checkpoint_root(cfg).parent
+    return str(run_dir.parent), run_dir.name
 
 
 def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], None],
@@ -64,17 +57,17 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], N
 
     c = cfg.cluster
     storage, name = ray_storage(cfg)
-    if checkpoints_in_place(cfg):
-        # A job stopped mid-run (`orchestrator stop`: SIGTERM) leaves Ray Train's snapshot naming
-        # checkpoints our CheckpointManager has since pruned, and a new fit() refuses such a run
-        # directory. Resume across jobs is ours (resolve_resume -> resume_dir), so start Ray's fresh.
-        (Path(storage) / name / "checkpoint_manager_snapshot.json").unlink(missing_ok=True)
+    # A job stopped mid-run (`orchestrator stop`: SIGTERM) leaves Ray Train's snapshot naming checkpoints
+    # our CheckpointManager has since pruned, and a new fit() refuses such a run directory. Resume across
+    # jobs is ours (resolve_resume -> resume_dir), so start Ray's fresh.
+    (Path(storage) / name / "checkpoint_manager_snapshot.json").unlink(missing_ok=True)
     trainer = TorchTrainer(
         train_fn,
         train_loop_config=train_loop_config,
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
-                                     resources_per_worker={"CPU": c.cpus_per_worker}),
+                                     resources_per_worker={"CPU": c.cpus_per_worker},
+                                     placement_strategy=c.placement.upper()),
         run_config=RunConfig(
             name=name, storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
@@ -107,7 +100,7 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
         with phases.phase("ray_start"):
             stack.enter_context(ray_session(cfg.cluster))
         with phases.phase("tracking_start"):
-            tracker = stack.enter_context(job_run(cfg))
+            tracker = stack.enter_context(job_run(cfg, resume_run_id=prepared["resume_run_id"]))
         version = _train(cfg, task, prepared, tracker, phases)
         run_id = tracker.run_id
         startup = _startup_metrics(Path(cfg.output_dir), phases)
@@ -136,8 +129,7 @@ def _import_in_background(*modules: str) -> None:
 def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     """Driver-side inputs, before Ray: resume decision, upstream models, dataset, tokenizer, plan."""
     out = Path(cfg.output_dir)
-    ckpt_root = out / "checkpoints"
-    resume_dir = resolve_resume(cfg, ckpt_root)
+    resume_dir = resolve_resume(cfg, checkpoint_root(cfg))
     model_dir = resolve_model(cfg.model.pretrained, cfg, "model.pretrained")
     upstream_uris = {key: _config_value(cfg, key) for key in task.upstream_keys}
     upstream = {key: resolve_model(uri, cfg, key) for key, uri in upstream_uris.items()}
@@ -160,7 +152,8 @@ def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     export_dir = str(out / "export") if cfg.trainer.export else None
     tags = lineage_tags(model=cfg.model.pretrained, **{k.split(".")[-1]: v for k, v in upstream_uris.items()},
                         dataset=str(data))
-    return {"resume_dir": resume_dir, "model_dir": model_dir, "upstream": upstream, "data": data,
+    resume_run_id = read_trainer_state(resume_dir).get("extra", {}).get("mlflow_run_id") if resume_dir else None
+    return {"resume_dir": resume_dir, "resume_run_id": resume_run_id, "model_dir": model_dir, "upstream": upstream, "data": data,
             "tok_dir": tok_dir, "plan": plan, "export_dir": export_dir, "tags": tags}
 
 
@@ -170,7 +163,8 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
     with phases.phase("tracking_setup"):
         tracker.set_tags({**p["tags"], "topology": f"dp{plan.dp_size}xtp{plan.tp_size}xpp{plan.pp_size}"})
         tracker.log_dataset(data, "training")
-        tracker.log_params({f"plan.{k}": v for k, v in plan.as_dict().items()})
+        tracker.log_params({**{f"plan.{k}": v for k, v in plan.as_dict().items() if k != "placement"},
+                            "plan.placement": plan.placement["strategy"]})
     args = WorkerArgs(cfg=cfg, plan=plan, task=task, dataset_dir=str(data), model_dir=p["model_dir"],
                       tokenizer_dir=p["tok_dir"], upstream=p["upstream"],
                       resume_dir=str(resume_dir) if resume_dir else None, run_id=tracker.run_id,
@@ -184,7 +178,7 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
         with phases.phase("fit"), StepProgress(cfg.kind, Path(cfg.output_dir) / "steps.jsonl", cfg.trainer.max_steps):
             fit_worker_group(cfg, train_worker, {"args": args})
     finally:
-        (Path(cfg.output_dir) / "checkpoints" / f".started_{args.attempt_id}").unlink(missing_ok=True)
+        (checkpoint_root(cfg) / f".started_{args.attempt_id}").unlink(missing_ok=True)
     with phases.phase("register"):
         return tracker.register_model(export_dir, cfg.run_name, p["tags"]) if export_dir else None
 
@@ -226,7 +220,7 @@ def _result(cfg: Any, out: Path, run_id: Optional[str], export_dir: Optional[str
             resume_dir: Optional[Path], wall_s: float) -> dict[str, Any]:
     steps = read_steps(str(out))
     eval_metrics = json.loads((out / EVAL_FILE).read_text()) if (out / EVAL_FILE).exists() else {}
-    ckpt = latest_committed(out / "checkpoints")
+    ckpt = latest_committed(checkpoint_root(cfg))
     tps = [s["tokens_per_s"] for k, s in steps.items() if k > 1 and "tokens_per_s" in s]
     if steps:
         last = max(steps)

@@ -16,6 +16,8 @@ class Reporter(Protocol):
     world_rank: int
     world_size: int
     local_rank: int
+    node_id: str
+    """The (Ray) node this rank runs on."""
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str] = None) -> None:
         """Collective (every rank calls it the same number of times): publish metrics and, when given,
@@ -32,6 +34,7 @@ class LocalReporter:
         self.world_rank = dist.get_rank() if on else 0
         self.world_size = dist.get_world_size() if on else 1
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.node_id = "local"
         self.reports: list[tuple[dict[str, Any], Optional[str]]] = []
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str] = None) -> None:
@@ -39,18 +42,18 @@ class LocalReporter:
 
 
 class RayTrainReporter:
-    """Reports to Ray Train. Checkpoints are already committed on the run's (shared) filesystem; with
-    ``in_place`` (the run directory is Ray's experiment directory) they are registered where they are
-    instead of being copied a second time, else Ray copies them into its storage path."""
+    """Reports to Ray Train. Checkpoints are already committed in the run's checkpoint root (inside Ray's
+    run directory, on storage every node reaches): they are registered where they are, never copied."""
 
-    def __init__(self, in_place: bool = True) -> None:
+    def __init__(self) -> None:
+        import ray
         import ray.train
 
-        self.in_place = in_place
         ctx = ray.train.get_context()
         self.world_rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.local_rank = ctx.get_local_rank()
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str] = None) -> None:
         import ray.train
@@ -60,9 +63,5 @@ class RayTrainReporter:
             return
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir)
         name = os.path.basename(checkpoint_dir)
-        if self.in_place:
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name,
-                             checkpoint_upload_fn=lambda c, _name: c, delete_local_checkpoint_after_upload=False)
-        else:
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name,
-                             delete_local_checkpoint_after_upload=False)
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name,
+                         checkpoint_upload_fn=lambda c, _name: c, delete_local_checkpoint_after_upload=False)

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 EVAL_FILE = "eval.json"
 STARTUP_FILE = "startup.json"
+PLACEMENT_FILE = "placement.json"
+"""Where each rank ran: ``[{rank, node_id, hostname, local_dir}, ...]`` (rank 0 writes it for every rank)."""
 """Rank 0's phase timings (``worker`` seconds, ``entry_time``); the driver adds its own and logs them."""
 
 
@@ -57,7 +59,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     entry_time = time.time()
     args: WorkerArgs = config["args"]
-    run_worker(args, RayTrainReporter(in_place=not args.cfg.cluster.storage_path), entry_time)
+    run_worker(args, RayTrainReporter(), entry_time)
 
 
 def _packed_data(args: WorkerArgs, ctx: WorkerContext) -> tuple[Any, list]:
@@ -112,6 +114,7 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
         setup_accelerator_env(cfg.cluster.use_gpu)
         import torch
 
+        from orchestrator.config.jobs import checkpoint_root
         from orchestrator.engine.checkpoint import CheckpointManager
         from orchestrator.models.build import count_params
         from orchestrator.training.loop import LoopSpec, restore, select_resume, train_loop
@@ -119,6 +122,7 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
     torch.use_deterministic_algorithms(not cfg.cluster.use_gpu, warn_only=True)
     rank, world = reporter.world_rank, reporter.world_size
     out = Path(cfg.output_dir)
+    _record_placement(out / PLACEMENT_FILE, reporter)
     ctx = WorkerContext(cfg=cfg, plan=plan, rank=rank, dp_rank=rank // (plan.tp_size * plan.pp_size),
                         model_dir=args.model_dir, tokenizer_dir=args.tokenizer_dir, special_ids={},
                         upstream=args.upstream)  # ranks of one TP/PP group read the same examples
@@ -134,7 +138,7 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
     def eval_fn() -> dict[str, float]:
         return task.evaluate(engine, held_out, objective, source)
 
-    ckpts = CheckpointManager(out / "checkpoints", cfg.trainer.keep_checkpoints, rank, world)
+    ckpts = CheckpointManager(checkpoint_root(cfg), cfg.trainer.keep_checkpoints, rank, world)
     # Our own ``latest`` decides on a restart inside the job (Ray may still name an older checkpoint).
     with phases.phase("restore"):
         resume_dir = select_resume(args.resume_dir, ckpts.root, args.attempt_id, rank)
@@ -170,6 +174,25 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
         (out / STARTUP_FILE).write_text(json.dumps({"entry_time": entry_time, "worker": phases.seconds}, indent=1))
     reporter.report({"step": state.step, **final}, None)
     return final
+
+
+def _record_placement(path: Path, reporter: Any) -> None:
+    """Collective: rank 0 writes where every rank runs (node id, host, ``ORCHESTRATOR_LOCAL_DIR``)."""
+    import os
+    import socket
+
+    import torch.distributed as dist
+
+    me = {"rank": reporter.world_rank, "node_id": reporter.node_id, "hostname": socket.gethostname(),
+          "local_dir": os.environ.get("ORCHESTRATOR_LOCAL_DIR")}
+    every = [me]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        every = [None] * dist.get_world_size()
+        dist.all_gather_object(every, me)
+    if reporter.world_rank == 0:
+        from orchestrator.core.files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(every, indent=1))
 
 
 def _write_eval(path: Path, step: int, initial: dict[str, float], final: dict[str, float]) -> None:

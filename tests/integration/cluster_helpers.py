@@ -86,32 +86,53 @@ def field_of(output: str, name: str) -> str:
     return m.group(1)
 
 
+def node_ports_flags() -> str:
+    """``ray start`` flags pinning every per-node port to a free one (no clash with other Rays here)."""
+    worker_base = _port_range()
+    ports = {name: _free_port() for name in ("agent", "agent_grpc", "rt_agent", "metrics", "nm", "om")}
+    return (f"--num-gpus 0 --object-store-memory 300000000 --dashboard-agent-listen-port {ports['agent']} "
+            f"--dashboard-agent-grpc-port {ports['agent_grpc']} --runtime-env-agent-port {ports['rt_agent']} "
+            f"--metrics-export-port {ports['metrics']} --node-manager-port {ports['nm']} "
+            f"--object-manager-port {ports['om']} --min-worker-port {worker_base} --max-worker-port {worker_base + 59}")
+
+
+def base_env() -> dict[str, str]:
+    """This environment without Ray/MLflow settings, with the venv's scripts first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "ORCHESTRATOR_LOCAL"))}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    return env
+
+
+def start_head(cdir: Path, token: str, **extra_env: str) -> tuple[dict[str, str], subprocess.CompletedProcess, dict]:
+    """``cluster/local/start.sh`` with private ports and temp dir: (its env, the result, the ports)."""
+    ports = {"dash": _free_port(), "mlflow": _free_port(), "gcs": _free_port(), "client": _free_port()}
+    env = dict(base_env(), RAY_AUTH_TOKEN=token, CLUSTER_DIR=str(cdir), RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}",
+               RAY_PORT=str(ports["gcs"]), DASHBOARD_PORT=str(ports["dash"]), RAY_CLIENT_PORT=str(ports["client"]),
+               MLFLOW_PORT=str(ports["mlflow"]), NUM_CPUS="2", RAY_START_EXTRA=node_ports_flags(), **extra_env)
+    start = subprocess.run(["bash", str(REPO / "cluster/local/start.sh")], env=env, capture_output=True, text=True,
+                           timeout=400)
+    return env, start, ports
+
+
+def stop_node(env: dict[str, str]) -> None:
+    """``cluster/local/stop.sh`` for the node (or head + MLflow) of ``env``, then its temp dir removed."""
+    subprocess.run(["bash", str(REPO / "cluster/local/stop.sh")], env=env, capture_output=True, timeout=120)
+    subprocess.run(["rm", "-rf", env["RAY_TEMP_DIR"]], check=False)
+
+
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory):
     cdir = Path(tmp_path_factory.mktemp("cluster"))
     token = secrets.token_hex(32)
-    dash, mlflow_port, worker_base = _free_port(), _free_port(), _port_range()
-    ports = {name: _free_port() for name in ("gcs", "client", "agent", "agent_grpc", "rt_agent", "metrics", "nm", "om")}
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
-    base_env["PATH"] = f"{BIN}:{base_env.get('PATH', '')}"
-    env = dict(base_env, RAY_AUTH_TOKEN=token, CLUSTER_DIR=str(cdir), RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}",
-               RAY_PORT=str(ports["gcs"]), DASHBOARD_PORT=str(dash), RAY_CLIENT_PORT=str(ports["client"]),
-               MLFLOW_PORT=str(mlflow_port), NUM_CPUS="2",
-               RAY_START_EXTRA=(f"--num-gpus 0 --object-store-memory 300000000 --dashboard-agent-listen-port {ports['agent']} "
-                                f"--dashboard-agent-grpc-port {ports['agent_grpc']} --runtime-env-agent-port {ports['rt_agent']} "
-                                f"--metrics-export-port {ports['metrics']} --node-manager-port {ports['nm']} "
-                                f"--object-manager-port {ports['om']} --min-worker-port {worker_base} "
-                                f"--max-worker-port {worker_base + 59}"))
-    start = subprocess.run(["bash", str(REPO / "cluster/local/start.sh")], env=env, capture_output=True, text=True,
-                           timeout=400)
+    env, start, ports = start_head(cdir, token)
     try:
         assert start.returncode == 0, start.stdout + start.stderr + _tail(cdir / "ray.log") + _tail(cdir / "mlflow.log")
-        cli_env = dict(base_env, RAY_AUTH_TOKEN=token)
-        yield LocalCluster(dir=cdir, address=f"http://127.0.0.1:{dash}", mlflow_uri=f"http://127.0.0.1:{mlflow_port}",
-                           token=token, workspace=cdir / "ws", env=cli_env)
+        cli_env = dict(base_env(), RAY_AUTH_TOKEN=token)
+        yield LocalCluster(dir=cdir, address=f"http://127.0.0.1:{ports['dash']}",
+                           mlflow_uri=f"http://127.0.0.1:{ports['mlflow']}", token=token, workspace=cdir / "ws",
+                           env=cli_env)
     finally:
-        subprocess.run(["bash", str(REPO / "cluster/local/stop.sh")], env=env, capture_output=True, timeout=120)
-        subprocess.run(["rm", "-rf", env["RAY_TEMP_DIR"]], check=False)
+        stop_node(env)
 
 
 def _tail(path: Path, n: int = 3000) -> str:

@@ -1,0 +1,104 @@
+"""A real two-node Ray cluster on one machine, the way a second host joins one.
+
+Session fixture ``two_node_cluster`` (registered in ``tests/conftest.py``):
+* head: ``MULTI_NODE=1 cluster/local/start.sh`` (``ray start --head``, token auth, 2 CPUs, label ``node_group=head``) and
+  an MLflow server, with private ports and its own Ray temp dir;
+* worker: ``cluster/local/join.sh`` (``ray start --address <head GCS>``, 2 CPUs, label ``node_group=worker``)
+  with its own temp dir, ports and node directory.
+Each node has its own scratch directory (``ORCHESTRATOR_LOCAL_DIR`` in its workers' environment). Jobs run
+as a user runs them: ``orchestrator run ... cluster.address=<head GCS>`` in a subprocess (this pytest
+process keeps its own in-process Ray for the other integration tests). Torn down after: ``stop.sh`` for
+both nodes, then their temp dirs removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cluster_helpers import REPO, _tail, base_env, node_ports_flags, start_head, stop_node
+
+
+@dataclass
+class TwoNodeCluster:
+    head_dir: Path
+    worker_dir: Path
+    gcs: str
+    """The head's GCS address (``cluster.address`` of jobs run against this cluster)."""
+    mlflow_uri: str
+    env: dict[str, str]
+    """Environment of a driver on this machine: the token, ``RAY_API_SERVER_ADDRESS``, this repository."""
+    worker_env: dict[str, str]
+    """Environment ``join.sh`` ran with (to rejoin the worker node after it was killed)."""
+
+    def run(self, *overrides: str, timeout: float = 400) -> subprocess.Popen:
+        """``orchestrator run pretrain <overrides>`` against this cluster, started in the background."""
+        cmd = [sys.executable, "-m", "orchestrator.cli", "run", "pretrain", f"cluster.address={self.gcs}",
+               "cluster.num_workers=2", "tracking=server", f"tracking.uri={self.mlflow_uri}", *overrides]
+        return subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def kill_worker_node(self) -> None:
+        """A node crash: SIGKILL to the worker node's whole process session (raylet, agents, its workers)."""
+        pid = int((self.worker_dir / "ray.pid").read_text())
+        out = subprocess.run(["ps", "-o", "pid=", "-s", str(pid)], capture_output=True, text=True).stdout.split()
+        for p in [pid, *map(int, out)]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def join_worker(self) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(REPO / "cluster/local/join.sh")], env=self.worker_env, capture_output=True,
+                              text=True, timeout=300)
+
+    def alive_nodes(self) -> list[dict]:
+        """Alive nodes as the head's GCS lists them (``ray list nodes``)."""
+        r = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "list", "nodes", "--format", "json",
+                            "--address", self.env["RAY_API_SERVER_ADDRESS"], "--filter", "state=ALIVE"],
+                           env=self.env, capture_output=True, text=True, timeout=60)
+        return json.loads(r.stdout) if r.returncode == 0 else []
+
+
+def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return proc.returncode, out
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster(tmp_path_factory):
+    root = Path(tmp_path_factory.mktemp("two_nodes"))
+    token = secrets.token_hex(32)
+    head_env, start, ports = start_head(root / "head", token, PYTHONPATH=str(REPO), MULTI_NODE="1")
+    gcs = f"127.0.0.1:{ports['gcs']}"
+    worker_env = dict(base_env(), RAY_AUTH_TOKEN=token, HEAD=gcs, NODE_DIR=str(root / "worker"), NUM_CPUS="2",
+                      LABELS="node_group=worker", RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}",
+                      RAY_START_EXTRA=node_ports_flags(), CLUSTER_DIR=str(root / "worker"), PYTHONPATH=str(REPO))
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr + _tail(root / "head" / "ray.log")
+        join = subprocess.run(["bash", str(REPO / "cluster/local/join.sh")], env=worker_env, capture_output=True,
+                              text=True, timeout=300)
+        assert join.returncode == 0, join.stdout + join.stderr + _tail(root / "worker" / "ray.log")
+        env = dict(base_env(), RAY_AUTH_TOKEN=token, RAY_AUTH_MODE="token", PYTHONPATH=str(REPO), DS_ACCELERATOR="cpu",
+                   RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{ports['dash']}")
+        cluster = TwoNodeCluster(head_dir=root / "head", worker_dir=root / "worker", gcs=gcs,
+                                 mlflow_uri=f"http://127.0.0.1:{ports['mlflow']}", env=env, worker_env=worker_env)
+        deadline = time.time() + 60
+        while len(cluster.alive_nodes()) < 2 and time.time() < deadline:
+            time.sleep(1)
+        yield cluster
+    finally:
+        stop_node(worker_env)
+        stop_node(head_env)

@@ -1,0 +1,53 @@
+"""``cluster.placement`` and ``cluster.storage_path``: validation, the dry-run plan, where checkpoints go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ConfigError
+from orchestrator.config.jobs import checkpoint_root
+from orchestrator.kinds import load
+from orchestrator.kinds import plan as make_plan
+
+
+def test_placement_is_validated_by_name():
+    with pytest.raises(ConfigError, match="cluster.placement"):
+        load("pretrain", ["cluster.placement=ring"])
+
+
+@pytest.mark.parametrize("strategy,together", [("pack", [[0, 1, 2, 3]]), ("spread", [[0], [1], [2], [3]])])
+def test_dry_run_plan_shows_which_ranks_land_together(strategy, together):
+    plan = make_plan(load("pretrain", ["cluster.num_workers=4", f"cluster.placement={strategy}",
+                                       "parallel.tensor_parallel=2", "parallel=zero1"]))
+    assert plan["placement"]["ray_strategy"] == strategy.upper()
+    assert plan["placement"]["ranks_together"] == together
+    assert plan["placement"]["model_parallel_groups"] == [[0, 1], [2, 3]]
+
+
+@pytest.mark.parametrize("kind", ["ppo", "grpo"])
+def test_rl_roles_spread_only_when_not_colocated(kind):
+    assert make_plan(load(kind, ["cluster.placement=spread", f"{kind}.colocate=false"]))["placement_strategy"] == "SPREAD"
+    with pytest.raises(ConfigError, match="cluster.placement"):
+        load(kind, ["cluster.placement=spread"])  # colocate=true keeps every role on one node
+
+
+def test_storage_path_holds_the_checkpoint_root(tmp_path):
+    cfg = load("pretrain", [f"workspace={tmp_path}/local", f"cluster.storage_path={tmp_path}/nfs", "run_name=r1"])
+    assert checkpoint_root(cfg) == Path(tmp_path) / "nfs" / "r1" / "checkpoints"
+    assert checkpoint_root(load("pretrain", [f"workspace={tmp_path}", "run_name=r1"])) == tmp_path / "r1" / "checkpoints"
+
+
+def test_object_store_uri_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="mount the bucket"):
+        load("pretrain", ["cluster.storage_path=s3://bucket/ckpt"])
+
+
+def test_ray_train_run_dir_contains_the_checkpoint_root(tmp_path):
+    from orchestrator.training.driver import ray_storage
+
+    for extra in ([], [f"cluster.storage_path={tmp_path}/nfs"]):
+        cfg = load("pretrain", [f"workspace={tmp_path}", "run_name=r1", *extra])
+        storage, name = ray_storage(cfg)
+        assert Path(storage) / name == checkpoint_root(cfg).parent
