@@ -95,6 +95,8 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     phases = Phases()
     with phases.phase("inputs"):
         prepared = _prepare(cfg, task)
+    if prepared["resume_dir"]:
+        say(f"{cfg.kind}: resumed from {prepared['resume_dir']}")
     with contextlib.ExitStack() as stack:
         _import_in_background("mlflow.store.tracking.sqlalchemy_store", "ray.train.torch")  # while Ray starts
         with phases.phase("ray_start"):
