@@ -96,7 +96,8 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     with phases.phase("inputs"):
         prepared = _prepare(cfg, task)
     if prepared["resume_dir"]:
-        say(f"{cfg.kind}: resumed from {prepared['resume_dir']}")
+        step = read_trainer_state(prepared["resume_dir"])["step"]
+        say(f"{cfg.kind}: resumed from {prepared['resume_dir']} at step {step}")
     with contextlib.ExitStack() as stack:
         _import_in_background("mlflow.store.tracking.sqlalchemy_store", "ray.train.torch")  # while Ray starts
         with phases.phase("ray_start"):
