@@ -77,9 +77,9 @@ def plan(cfg: GRPOConfig) -> dict[str, Any]:
 
 def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
-    from orchestrator.core.console import StepProgress
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import read_records
+    from orchestrator.rlhf.controller import run_roles_and_export
     from orchestrator.rlhf.grpo import GRPOController
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.tracking import job_run, lineage_tags
@@ -102,19 +102,7 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
         tracker.log_dataset(data, "train")
         ctl = GRPOController(cfg, policy_dir=policy, reward_dir=reward, tokenizer_dir=tokenizer, records=records,
                              tracker=tracker, env=worker_env(cfg.cluster))
-        try:
-            with StepProgress("grpo", Path(cfg.output_dir) / "steps.jsonl", cfg.trainer.max_steps):
-                summary = ctl.run()
-            export_dir = ctl.export(out / "export") if cfg.trainer.export else None
-            fingerprint = ctl.fingerprints()["actor"]
-        finally:
-            ctl.stop_roles()
-        version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
-        last = summary["last_metrics"]
-        return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,
-                "model_version": version, "model_name": cfg.run_name if version else None,
-                "actor_fingerprint": fingerprint, "metrics": last, "final_reward_mean": last.get("reward_mean"),
-                **summary}
+        return run_roles_and_export(ctl, cfg, tracker, tags, out)
 
 
 SPEC = KindSpec(

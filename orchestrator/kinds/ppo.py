@@ -59,12 +59,12 @@ def plan(cfg: PPOConfig) -> dict[str, Any]:
 
 def run(cfg: PPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
-    from orchestrator.core.console import StepProgress
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import read_records
     from transformers import AutoTokenizer
 
     from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_prompts
+    from orchestrator.rlhf.controller import run_roles_and_export
     from orchestrator.rlhf.ppo import PPOController
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.tracking import job_run, lineage_tags
@@ -94,18 +94,7 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
         ctl = PPOController(cfg, policy_dir=policy, critic_dir=critic or policy, reward_dir=reward,
                             tokenizer_dir=tokenizer, prompts=prompts, tracker=tracker, env=worker_env(cfg.cluster),
                             stop_ids=generation_stop_ids(tok, chat) if chat else None)
-        try:
-            with StepProgress("ppo", out / "steps.jsonl", cfg.trainer.max_steps):
-                summary = ctl.run()
-            export_dir = ctl.export(out / "export") if cfg.trainer.export else None
-            fingerprint = ctl.fingerprints()["actor"]
-        finally:
-            ctl.stop_roles()
-        version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
-        return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,
-                "model_version": version, "model_name": cfg.run_name if version else None,
-                "actor_fingerprint": fingerprint, "metrics": summary["last_metrics"],
-                "final_reward_mean": summary["last_metrics"].get("reward_mean"), **summary}
+        return run_roles_and_export(ctl, cfg, tracker, tags, out)
 
 
 SPEC = KindSpec(

@@ -225,3 +225,22 @@ class RoleController:
         import ray
 
         return {"actor": ray.get(self.groups["actor"].workers[0].state_fingerprint.remote())}
+
+
+def run_roles_and_export(ctl: "RoleController", cfg: Any, tracker: Any, tags: dict[str, str], out: Path) -> dict[str, Any]:
+    """What a role-controller kind (ppo, grpo) does inside its MLflow run and Ray session: run the loop
+    with a progress line, export and register the actor, stop the roles; returns the job's result."""
+    from orchestrator.core.console import StepProgress
+
+    try:
+        with StepProgress(cfg.kind, out / "steps.jsonl", cfg.trainer.max_steps):
+            summary = ctl.run()
+        export_dir = ctl.export(out / "export") if cfg.trainer.export else None
+        fingerprint = ctl.fingerprints()["actor"]
+    finally:
+        ctl.stop_roles()
+    version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
+    last = summary["last_metrics"]
+    return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,
+            "model_version": version, "model_name": cfg.run_name if version else None,
+            "actor_fingerprint": fingerprint, "metrics": last, "final_reward_mean": last.get("reward_mean"), **summary}
