@@ -13,15 +13,10 @@ from orchestrator.core.dist import free_port
 
 log = logging.getLogger(__name__)
 
-# A private in-process Ray lives and dies with this one job on this one machine: Ray Train's services
-# for long-lived clusters only cost start-up time and CPU there (each is one more Python process).
+# A private in-process Ray lives and dies with this one job on this one machine: services for long-lived
+# clusters only cost start-up time and CPU there (each is one more Python process).
 LOCAL_RAY_ENV = {
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # watches for nodes being drained: there are no other nodes
-    "RAY_TRAIN_METRICS_ENABLED": "0",  # Prometheus gauges nobody scrapes on a private Ray
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage report thread (the machine may be offline anyway)
-    # The Train controller polls its workers every 2 s by default, so a finished group is noticed up to
-    # 2 s late (several times per job: start, every report, the end); a local poll is cheap.
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
 
 
@@ -48,17 +43,24 @@ def local_num_cpus(cluster: ClusterConfig) -> int:
 
 
 @contextmanager
-def ray_session(cluster: ClusterConfig) -> Iterator[None]:
+def ray_session(cluster: ClusterConfig, keep_warm: bool = False) -> Iterator[None]:
     """Ray for the duration of a job.
 
-    ``cluster.address`` null starts a private local Ray in-process (token auth on, dashboard and
-    every service on 127.0.0.1) and shuts it down afterwards; any other address connects to that
-    cluster (``auto`` = the one ``ray start`` runs on this machine). Inside a job that Ray already
+    ``cluster.address`` null starts a private local Ray in-process (token auth on, every service on
+    127.0.0.1; no dashboard unless ``cluster.dashboard``) and shuts it down afterwards; any other
+    address connects to that cluster (``auto`` = the one ``ray start`` runs on this machine). Inside a job that Ray already
     started (a submitted job, a pipeline stage), the existing connection is reused.
+
+    A warm training worker group left by an earlier job holds its CPUs/GPUs: it is released on entry
+    unless ``keep_warm`` (a training job, which reuses it when the layout matches).
     """
     import ray
 
     if ray.is_initialized():
+        if not keep_warm:
+            from orchestrator.runtime.worker_group import release_idle
+
+            release_idle()
         yield
         return
     env = worker_env(cluster)
@@ -66,23 +68,18 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         os.environ.setdefault(key, value)  # the driver builds models and data too
     runtime_env = {"env_vars": env}
     if cluster.address is None:
-        # The dashboard serves the State API that Ray Train's placement-group cleaner (an actor) polls; it
-        # binds 127.0.0.1 and sits behind the same token auth. The cleaner finds it through
-        # RAY_API_SERVER_ADDRESS: left to discover "the" local Ray it fails (and its thread dies with a
-        # traceback on the console) whenever another Ray runs on the machine (parallel tests, a second job).
-        dashboard_port = free_port()
-        runtime_env = {"env_vars": {**env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}}
+        dashboard = {"include_dashboard": False}
+        if cluster.dashboard:  # binds 127.0.0.1, behind the same token auth
+            dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()}
         ray.init(
             address="local",
             num_cpus=local_num_cpus(cluster),
             num_gpus=None if cluster.use_gpu else 0,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            dashboard_port=dashboard_port,
             runtime_env=runtime_env,
             logging_level=logging.WARNING,
             log_to_driver=True,
             logging_config=None if verbose() else ray.LoggingConfig(log_level="WARNING"),
+            **dashboard,
         )
     else:
         address = os.environ.get("RAY_ADDRESS") if cluster.address == "auto" and os.environ.get("RAY_ADDRESS") else cluster.address
@@ -90,4 +87,7 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     try:
         yield
     finally:
+        from orchestrator.runtime.worker_group import forget
+
+        forget()  # the warm worker group dies with this Ray
         ray.shutdown()

@@ -158,10 +158,9 @@ def select_resume(driver_choice: Optional[str], checkpoint_root: str | Path, att
     """Collective: the checkpoint this worker group starts from.
 
     The first start of a job uses the driver's choice (``resume=auto|never|<path>``). A restart of the
-    group inside the same job (Ray Train ``max_failures``) uses the newest committed checkpoint of this
-    run: our ``latest`` is authoritative because Ray registers reported checkpoints asynchronously and
-    may still name an older one when a worker dies right after a save. ``attempt_id`` (one per driver
-    call) tells the two apart through a marker file in the checkpoint root.
+    group inside the same job (``trainer.max_failures``) uses the newest committed checkpoint of this
+    run (our ``latest``), so steps committed before the failure are not recomputed. ``attempt_id`` (one per
+    driver call) tells the two apart through a marker file in the checkpoint root.
     """
     from orchestrator.engine.checkpoint import latest_committed
 

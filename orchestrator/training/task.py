@@ -1,7 +1,7 @@
 """What a training kind plugs into the shared driver and worker: a :class:`TrainTask`.
 
 The driver (:mod:`.driver`) and the worker (:mod:`.worker`) own everything the kinds share: inputs,
-the MLflow run, the Ray Train worker group, the DeepSpeed engine, checkpoints, exact resume, recovery,
+the MLflow run, the worker group, the DeepSpeed engine, checkpoints, exact resume, recovery,
 metrics, eval files and the Hugging Face export. A kind's task supplies only what differs: the model,
 the objective, how held-out batches are scored, extra metrics and (when it is not a plain causal LM)
 the export. Tasks are pickled to the workers, so they hold no state beyond their class.

@@ -57,7 +57,7 @@ def test_every_stage_is_a_finished_child_run_with_metrics(finished):
 
 
 LIBRARY_LINES = ("Reporting training result", "built successfully", "Loading weights", "Writing model shards",
-                 "core_worker.cc", "PreemptionWatcher", "RayTrainWorker pid=", "Warning:", "INFO ", "[INFO]")
+                 "core_worker.cc", "PreemptionWatcher", "RayTrainWorker pid=", "GroupWorker pid=", "Warning:", "INFO ", "[INFO]")
 
 
 def test_console_shows_progress_and_summary_and_keeps_library_output_in_the_log(finished):
