@@ -271,7 +271,7 @@ def run_on_group(spec: GroupSpec, fn: Callable[[Any], Any], config: Any, *, max_
     """
     failures = 0
     while True:
-        group = _acquire(spec, preload)
+        group = _start(spec, preload)
         error = _run_once(group, fn, config)
         if error is None:
             group.jobs += 1
@@ -289,6 +289,25 @@ def run_on_group(spec: GroupSpec, fn: Callable[[Any], Any], config: Any, *, max_
                                    f"{where}: {_describe(exc)}") from exc
         log.warning("%s: %s failed (%s); restarting the group (%d/%d)", what, where, _describe(exc), failures,
                     max_failures)
+
+
+def _start(spec: GroupSpec, preload: tuple[str, ...], attempts: int = 5) -> _Group:
+    """The wired group; a start that loses an actor (its node died after the placement was granted, before
+    Ray noticed) is retried with a new group: such retries wait for capacity and do not count as failures."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return _acquire(spec, preload)
+        except ray.exceptions.RayActorError as exc:
+            group, _IDLE["group"] = _IDLE["group"], None
+            if group is not None:
+                group.kill()
+            if attempt == attempts:
+                raise WorkerGroupError(f"could not start the worker group ({attempts} tries): {_describe(exc)}") from exc
+            log.warning("worker group: a worker was lost while starting (%s); starting a new group", _describe(exc))
+            time.sleep(min(30.0, 2.0 * attempt))
+    raise AssertionError("unreachable")
 
 
 def _run_once(group: _Group, fn: Callable[[Any], Any], config: Any) -> Optional[tuple[int, BaseException]]:
