@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from orchestrator.config.cluster import ClusterConfig
 from orchestrator.core.console import quiet_env, verbose
@@ -42,25 +42,38 @@ def local_num_cpus(cluster: ClusterConfig) -> int:
     return max(cluster.num_cpus or os.cpu_count() or 1, cluster.num_workers * cluster.cpus_per_worker)
 
 
+LOCAL_START_TRIES = 3
+
+
+def _init_local(start: Callable[[], object]) -> None:
+    """Start the in-process Ray, again when its raylet did not register within Ray's fixed 30 s (it happens
+    on an overloaded machine: "The current node timed out during startup"); other errors are raised."""
+    import ray
+
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        try:
+            start()
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc) or attempt == LOCAL_START_TRIES:
+                raise
+            log.warning("local Ray did not start in time (attempt %d/%d, machine overloaded?); starting it again",
+                        attempt, LOCAL_START_TRIES)
+            ray.shutdown()
+
+
 @contextmanager
-def ray_session(cluster: ClusterConfig, keep_warm: bool = False) -> Iterator[None]:
+def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     """Ray for the duration of a job.
 
     ``cluster.address`` null starts a private local Ray in-process (token auth on, every service on
     127.0.0.1; no dashboard unless ``cluster.dashboard``) and shuts it down afterwards; any other
     address connects to that cluster (``auto`` = the one ``ray start`` runs on this machine). Inside a job that Ray already
     started (a submitted job, a pipeline stage), the existing connection is reused.
-
-    A warm training worker group left by an earlier job holds its CPUs/GPUs: it is released on entry
-    unless ``keep_warm`` (a training job, which reuses it when the layout matches).
     """
     import ray
 
     if ray.is_initialized():
-        if not keep_warm:
-            from orchestrator.runtime.worker_group import release_idle
-
-            release_idle()
         yield
         return
     env = worker_env(cluster)
@@ -71,7 +84,7 @@ def ray_session(cluster: ClusterConfig, keep_warm: bool = False) -> Iterator[Non
         dashboard = {"include_dashboard": False}
         if cluster.dashboard:  # binds 127.0.0.1, behind the same token auth
             dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()}
-        ray.init(
+        _init_local(lambda: ray.init(
             address="local",
             num_cpus=local_num_cpus(cluster),
             num_gpus=None if cluster.use_gpu else 0,
@@ -80,7 +93,7 @@ def ray_session(cluster: ClusterConfig, keep_warm: bool = False) -> Iterator[Non
             log_to_driver=True,
             logging_config=None if verbose() else ray.LoggingConfig(log_level="WARNING"),
             **dashboard,
-        )
+        ))
     else:
         address = os.environ.get("RAY_ADDRESS") if cluster.address == "auto" and os.environ.get("RAY_ADDRESS") else cluster.address
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
@@ -89,5 +102,5 @@ def ray_session(cluster: ClusterConfig, keep_warm: bool = False) -> Iterator[Non
     finally:
         from orchestrator.runtime.worker_group import forget
 
-        forget()  # the warm worker group dies with this Ray
+        forget()  # the warm hosts die with this Ray
         ray.shutdown()

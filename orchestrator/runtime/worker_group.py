@@ -1,24 +1,28 @@
-"""The worker group of every training job: one Ray actor per rank, ``torch.distributed`` wired between them,
-kept warm for the next job of the same layout in the same Ray session.
+"""Warm worker processes for every job of a Ray session: training ranks and RL roles run in *hosts*, Ray actors
+that outlive a job, so the next job (a pipeline's next stage, a sweep's next point, the next test) finds
+Python, torch, DeepSpeed and transformers already imported.
 
-Why our own group and not Ray Train's ``TorchTrainer``: measured on the 2-core machine, ``fit()`` took
-~24 s before the first line of the training function ran (a controller actor, a placement-group cleaner
-that needs the dashboard's State API, and every time new worker processes importing ray.train, torch,
-DeepSpeed and transformers) and ~6 s to notice the end. A pipeline paid that at every stage, a test suite at
-every test. Here the processes, their imports and their process group outlive a job: the next job with the
-same layout (workers, CPUs/GPUs, placement, env) finds them ready (:func:`run_on_group`). One idle group is
-kept; anything else that needs the CPUs (another layout, RL roles, Ray Data) calls :func:`release_idle`
-first.
+Why not Ray Train's ``TorchTrainer`` (what training used before): measured on the 2-core machine, ``fit()``
+took ~24 s before the first line of the training function ran (a controller actor, a placement-group
+cleaner needing the dashboard's State API, and every time new worker processes importing ray.train, torch,
+DeepSpeed and transformers) and ~6 s to notice the end; PPO's role actors paid the same imports again. A
+pipeline paid that at every stage, a test suite at every test.
 
-Failure handling is what Ray Train's ``FailureConfig`` gave us, without its checkpoint registry (ours is the
-commit protocol in :mod:`orchestrator.engine.checkpoint`): any failure of a rank (an exception, the process
-or its node lost) kills the whole group at once (surviving ranks would block in a collective); with attempts
-left a new group runs the function again, and the training function resumes from the newest committed
+Resources: a host reserves nothing itself (``num_cpus=0``). Each job reserves what it uses with its own
+placement group (a bundle per training rank, or the RL roles' bundles) and borrows one idle host per bundle
+on the node where the bundle was granted (a new host when none is idle there), so idle hosts never keep
+CPUs/GPUs from other work and the job's reservation goes when the job ends. Hosts are reused only with the
+same environment (set before anything is imported in them) and the same devices. At most
+:data:`MAX_IDLE` hosts stay idle; ``ORCHESTRATOR_WARM_WORKERS=0`` ends every host with its job.
+
+Failure handling (training; what Ray Train's ``FailureConfig`` gave us, without its checkpoint registry: ours
+is the commit protocol in :mod:`orchestrator.engine.checkpoint`): any failure of a rank (an exception, the
+process or its node lost) kills the job's hosts at once (surviving ranks would block in a collective); with
+attempts left new hosts run the function again, and the training function resumes from the newest committed
 checkpoint (``select_resume``). The error that ends a job names the rank, its node and the root cause.
-
-Inside a rank, :func:`rank_context` says who it is (rank, world size, local rank, node); the usual
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` variables are set for DeepSpeed.
-``ORCHESTRATOR_WARM_WORKERS=0`` ends each group with its job.
+Inside a rank, :func:`rank_context` says who it is; ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/
+``MASTER_PORT`` are set for DeepSpeed. A job that leaves a host its process group tears it down (with
+DeepSpeed's cached groups) before the host goes back to the pool.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
 WARM_ENV = "ORCHESTRATOR_WARM_WORKERS"
+MAX_IDLE = 6
+"""Idle hosts kept per session (a host with the stack imported holds ~0.5-1 GB of host memory)."""
 
 
 class WorkerGroupError(RuntimeError):
@@ -40,7 +46,7 @@ class WorkerGroupError(RuntimeError):
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """The layout of a group; groups are reused only for an identical spec."""
+    """The layout of a training job's worker group."""
 
     num_workers: int
     cpus_per_worker: int = 1
@@ -72,13 +78,14 @@ def rank_context() -> RankContext:
     return _CONTEXT
 
 
-class GroupWorker:
-    """One rank's process (a Ray actor). Imports ``preload`` in the background as soon as it starts, joins
-    the group's process group on the first run and keeps it for the group's lifetime."""
+# ---------------------------------------------------------------------------------------------- the host actor
+class WorkerHost:
+    """One warm process (a Ray actor). Runs a training rank's function (:meth:`run`) or hosts an object (an
+    RL role: :meth:`construct` / :meth:`invoke`); :meth:`release` makes it clean for the next job."""
 
     def __init__(self, env: dict[str, str], preload: tuple[str, ...]) -> None:
         os.environ.update(env)
-        self._dist_key: Optional[tuple] = None
+        self._obj: Any = None
         self._preload: Any = None
         if preload:
             import threading
@@ -91,9 +98,8 @@ class GroupWorker:
 
         import ray
 
-        ctx = ray.get_runtime_context()
-        return {"node_id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
-                "hostname": socket.gethostname(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "pid": os.getpid(), "hostname": socket.gethostname()}
 
     def free_port(self) -> int:
         import socket
@@ -102,43 +108,77 @@ class GroupWorker:
             s.bind(("", 0))
             return s.getsockname()[1]
 
+    def _ready(self, devices: Optional[str]) -> None:
+        if devices is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = devices  # every GPU of this node's ranks (NCCL P2P)
+        if self._preload is not None:  # two threads importing the same modules can deadlock on import locks
+            self._preload.join()
+            self._preload = None
+
     def run(self, fn: Callable[[Any], Any], config: Any, ctx: RankContext, master: str, backend: str,
-            visible_devices: Optional[str]) -> Any:
+            devices: Optional[str]) -> Any:
         global _CONTEXT
+        import torch.distributed as dist
+
+        self._ready(devices)
         addr, port = master.rsplit(":", 1)
         os.environ.update(RANK=str(ctx.rank), WORLD_SIZE=str(ctx.world_size), LOCAL_RANK=str(ctx.local_rank),
                           LOCAL_WORLD_SIZE=str(ctx.local_world_size), NODE_RANK=str(ctx.node_rank),
                           MASTER_ADDR=addr, MASTER_PORT=port)
-        if visible_devices is not None:
-            os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices  # every GPU of this node's ranks (NCCL P2P)
-        if self._preload is not None:  # two threads importing the same modules can deadlock on import locks
-            self._preload.join()
-            self._preload = None
-        self._join(ctx, master, backend)
-        _CONTEXT = ctx
-        try:
-            return fn(config)
-        finally:
-            _CONTEXT = None
-            import gc
-
-            gc.collect()  # the job's engine and data go now, not when the next job allocates
-
-    def _join(self, ctx: RankContext, master: str, backend: str) -> None:
-        """Create the process group once per group (DeepSpeed caches groups derived from it)."""
-        import torch.distributed as dist
-
-        key = (ctx.rank, ctx.world_size, master, backend)
-        if self._dist_key == key and dist.is_initialized():
-            return
-        if dist.is_initialized():  # never happens for one spec; a fresh group is safer than a stale one
-            raise RuntimeError(f"rank already in process group {self._dist_key}, asked to join {key}")
         if backend == "nccl":
             import torch
 
             torch.cuda.set_device(ctx.local_rank)
         dist.init_process_group(backend, init_method=f"tcp://{master}", rank=ctx.rank, world_size=ctx.world_size)
-        self._dist_key = key
+        _CONTEXT = ctx
+        try:
+            return fn(config)
+        finally:
+            _CONTEXT = None
+            self.release()
+
+    def construct(self, cls: type, args: tuple, kwargs: dict, devices: Optional[str]) -> None:
+        self._ready(devices)
+        self._obj = cls(*args, **kwargs)
+
+    def invoke(self, method: str, args: tuple, kwargs: dict) -> Any:
+        return getattr(self._obj, method)(*args, **kwargs)
+
+    def release(self) -> None:
+        """Drop the hosted object and the job's process group (DeepSpeed's cached groups with it)."""
+        import gc
+        import sys
+
+        dist = sys.modules.get("torch.distributed")
+        joined = dist is not None and dist.is_available() and dist.is_initialized()
+        if self._obj is None and not joined:
+            return  # nothing of a job left (a training rank released itself at the end of run())
+        self._obj = None
+        if joined:
+            dist.destroy_process_group()
+        _reset_deepspeed_groups()
+        gc.collect()  # the job's engine and data go now, not when the next job allocates
+
+
+def _reset_deepspeed_groups() -> None:
+    """DeepSpeed keeps the process groups it derived in module globals; a new job must not find the last
+    job's (destroyed) groups there."""
+    import sys
+
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is not None:
+        for name in ("_EXPERT_PARALLEL_GROUP", "_EXPERT_PARALLEL_GROUP_RANKS", "_EXPERT_DATA_PARALLEL_GROUP",
+                     "_EXPERT_DATA_PARALLEL_GROUP_RANKS", "_ALL_TO_ALL_GROUP"):
+            if isinstance(getattr(groups, name, None), dict):
+                getattr(groups, name).clear()
+        for name in ("_WORLD_GROUP", "_ZERO_PARAM_INTRA_PARALLEL_GROUP", "mpu", "mesh_device",
+                     "_TENSOR_MODEL_PARALLEL_GROUP", "_MODEL_PARALLEL_GROUP", "_DATA_PARALLEL_GROUP",
+                     "_MPU_TENSOR_MODEL_PARALLEL_WORLD_SIZE", "_MPU_TENSOR_MODEL_PARALLEL_RANK"):
+            if hasattr(groups, name):
+                setattr(groups, name, None)
+    comm = sys.modules.get("deepspeed.comm.comm")
+    if comm is not None and hasattr(comm, "cdb"):
+        comm.cdb = None
 
 
 def _import_all(modules: tuple[str, ...]) -> None:
@@ -151,33 +191,20 @@ def _import_all(modules: tuple[str, ...]) -> None:
             pass
 
 
+# ---------------------------------------------------------------------------------------------- the pool
 @dataclass
-class _Group:
-    spec: GroupSpec
-    actors: list[Any]
-    pg: Any
-    contexts: list[RankContext] = field(default_factory=list)
-    master: str = ""
-    visible: list[Optional[str]] = field(default_factory=list)
-    results: list[Any] = field(default_factory=list)
-    jobs: int = 0
+class Host:
+    """A borrowed host: its actor handle and where it runs."""
 
-    def kill(self) -> None:
-        import ray
-        from ray.util.placement_group import remove_placement_group
-
-        for actor in self.actors:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already dead
-                pass
-        try:
-            remove_placement_group(self.pg)
-        except Exception:  # noqa: BLE001 - gone with its node or the session
-            pass
+    actor: Any
+    node_id: str
+    env: tuple[tuple[str, str], ...]
+    devices: Optional[str]
+    pid: int = 0
+    ip: str = ""
 
 
-_IDLE: dict[str, Any] = {"group": None, "session": None}
+_POOL: dict[str, Any] = {"idle": [], "session": None}
 
 
 def _session() -> Optional[str]:
@@ -186,163 +213,113 @@ def _session() -> Optional[str]:
     return ray.get_runtime_context().get_job_id() if ray.is_initialized() else None
 
 
-def release_idle() -> None:
-    """Kill the idle warm group (if any) so that its CPUs/GPUs are free for something else."""
-    group, _IDLE["group"] = _IDLE["group"], None
-    if group is not None and _IDLE["session"] is not None and _IDLE["session"] == _session():
-        group.kill()
+def _idle() -> list[Host]:
+    if _POOL["session"] != _session():
+        _POOL["idle"], _POOL["session"] = [], _session()
+    return _POOL["idle"]
 
 
 def forget() -> None:
-    """Drop the warm group without killing it (its Ray session is about to end and takes it along)."""
-    _IDLE["group"] = _IDLE["session"] = None
+    """Drop the pool without killing (its Ray session is about to end and takes the hosts along)."""
+    _POOL["idle"], _POOL["session"] = [], None
 
 
-def prepare(spec: GroupSpec, preload: tuple[str, ...] = ()) -> None:
-    """Start (or keep) the group for ``spec`` without waiting for it, so its processes start and import
-    ``preload`` while the driver does other work; :func:`run_on_group` then uses it."""
-    _acquire(spec, preload, wait=False)
+def release_idle() -> None:
+    """Kill every idle host (frees their memory; they hold no CPUs/GPUs)."""
+    idle = _idle()
+    kill_hosts(list(idle))
+    idle.clear()
 
 
-def _acquire(spec: GroupSpec, preload: tuple[str, ...], wait: bool = True) -> _Group:
-    group = _IDLE["group"]
-    if group is not None and (_IDLE["session"] != _session() or group.spec != spec):
-        release_idle()
-        group = None
-    if group is None:
-        group = _create(spec, preload)
-        _IDLE["group"], _IDLE["session"] = group, _session()
-    if wait and not group.contexts:
-        _wire(group)
-    return group
-
-
-def _create(spec: GroupSpec, preload: tuple[str, ...]) -> _Group:
+def kill_hosts(hosts: Sequence[Host]) -> None:
     import ray
-    from ray.util.placement_group import placement_group
+
+    for h in hosts:
+        try:
+            ray.kill(h.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+
+
+def give_back(hosts: Sequence[Host]) -> None:
+    """Return healthy hosts (their job's state released) to the pool; the oldest idle ones beyond
+    :data:`MAX_IDLE` are killed."""
+    import ray
+
+    if os.environ.get(WARM_ENV, "1") == "0":
+        kill_hosts(hosts)
+        return
+    try:
+        ray.get([h.actor.release.remote() for h in hosts], timeout=60)
+    except Exception:  # noqa: BLE001 - a host that cannot clean up is not reused
+        kill_hosts(hosts)
+        return
+    idle = _idle()
+    idle.extend(hosts)
+    while len(idle) > MAX_IDLE:
+        kill_hosts([idle.pop(0)])
+
+
+def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int]) -> list[tuple[str, Optional[str]]]:
+    """(node id, visible GPU ids or None) of each bundle, by a tiny task placed in it."""
+    import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    bundle = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
-    pg = placement_group([dict(bundle)] * spec.num_workers, strategy=spec.placement.upper())
-    cls = ray.remote(GroupWorker)
-    actors = [cls.options(num_cpus=spec.cpus_per_worker, num_gpus=1 if spec.use_gpu else 0, max_restarts=0,
-                          scheduling_strategy=PlacementGroupSchedulingStrategy(
-                              placement_group=pg, placement_group_bundle_index=i)).remote(dict(spec.env), preload)
-              for i in range(spec.num_workers)]
-    return _Group(spec, actors, pg)
+    def where() -> tuple[str, list[str]]:
+        return ray.get_runtime_context().get_node_id(), [str(g) for g in ray.get_gpu_ids()]
+
+    task = ray.remote(where)
+    refs = [task.options(num_cpus=0, num_gpus=bundles[i].get("GPU", 0), scheduling_strategy=PlacementGroupSchedulingStrategy(
+        placement_group=pg, placement_group_bundle_index=i)).remote() for i in indices]
+    out = []
+    for node, gpus in ray.get(refs):
+        out.append((node, ",".join(gpus) if gpus else None))
+    return out
 
 
-def _wire(group: _Group, wait_log_s: float = 30.0) -> None:
-    """Wait for the placement, then number the ranks node by node (a node holds consecutive ranks, so a
-    model-parallel group stays inside a node when a node holds a multiple of it) and pick the master."""
+def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int], env: dict[str, str],
+           preload: tuple[str, ...] = ()) -> list[Host]:
+    """One host per bundle index (``pg`` must be ready): an idle host on the bundle's node with this env
+    and devices, else a new one there (it starts importing ``preload`` at once)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    t0 = time.time()
-    while not group.pg.wait(timeout_seconds=wait_log_s):
-        log.warning("worker group: still waiting for %d x %s (placement %s) after %.0f s; the cluster has %s",
-                    group.spec.num_workers, {"CPU": group.spec.cpus_per_worker, "GPU": int(group.spec.use_gpu)},
-                    group.spec.placement, time.time() - t0, ray.available_resources())
-    infos = ray.get([a.info.remote() for a in group.actors])
-    node_order = list(dict.fromkeys(i["node_id"] for i in infos))  # first bundle's node first
-    order = sorted(range(len(infos)), key=lambda i: (node_order.index(infos[i]["node_id"]), i))
-    group.actors = [group.actors[i] for i in order]
-    infos = [infos[i] for i in order]
-    world = len(infos)
-    for rank, info in enumerate(infos):
-        same = [j for j, other in enumerate(infos) if other["node_id"] == info["node_id"]]
-        group.contexts.append(RankContext(rank=rank, world_size=world, local_rank=same.index(rank),
-                                          local_world_size=len(same), node_rank=node_order.index(info["node_id"]),
-                                          node_id=info["node_id"]))
-        gpus = sorted({g for j in same for g in infos[j]["gpu_ids"]})
-        group.visible.append(",".join(gpus) if group.spec.use_gpu else None)
-    one_node = len(node_order) == 1
-    addr = "127.0.0.1" if one_node else infos[0]["ip"]  # loopback unless ranks span nodes
-    group.master = f"{addr}:{ray.get(group.actors[0].free_port.remote())}"
+    key = tuple(sorted(env.items()))
+    alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if len(alive) == 1 and not any(bundles[i].get("GPU") for i in indices):
+        places = [(alive[0], None)] * len(indices)  # one node, no devices: nothing to ask the bundles
+    else:
+        places = _probe(pg, bundles, indices)
+    idle, hosts = _idle(), []
+    cls = ray.remote(WorkerHost)
+    for node, devices in places:
+        match = next((h for h in idle if h.node_id == node and h.env == key and h.devices == devices), None)
+        if match is not None:
+            idle.remove(match)
+            hosts.append(match)
+            continue
+        actor = cls.options(num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id=node, soft=False)).remote(dict(env), preload)
+        hosts.append(Host(actor, node, key, devices))
+    return hosts
 
 
-def run_on_group(spec: GroupSpec, fn: Callable[[Any], Any], config: Any, *, max_failures: int = 0,
-                 preload: tuple[str, ...] = (), what: str = "worker group") -> list[Any]:
-    """Run ``fn(config)`` on every rank of a group with layout ``spec``; returns each rank's result.
-
-    A failure kills the group; up to ``max_failures`` times a new group runs ``fn`` again.
-
-    Raises:
-        WorkerGroupError: more than ``max_failures`` failures (chained to the root cause's exception).
-    """
-    failures = 0
-    while True:
-        group = _start(spec, preload)
-        error = _run_once(group, fn, config)
-        if error is None:
-            group.jobs += 1
-            if os.environ.get(WARM_ENV, "1") == "0":
-                release_idle()
-            return group.results
-        _IDLE["group"] = None
-        group.kill()
-        failures += 1
-        rank, exc = error
-        ctx = group.contexts[rank]
-        where = f"rank {rank} of {ctx.world_size} (node {ctx.node_id[:12]})"
-        if failures > max_failures:
-            raise WorkerGroupError(f"{what} failed {failures} time(s) (max_failures={max_failures}); "
-                                   f"{where}: {_describe(exc)}") from exc
-        log.warning("%s: %s failed (%s); restarting the group (%d/%d)", what, where, _describe(exc), failures,
-                    max_failures)
-
-
-def _start(spec: GroupSpec, preload: tuple[str, ...], attempts: int = 5) -> _Group:
-    """The wired group; a start that loses an actor (its node died after the placement was granted, before
-    Ray noticed) is retried with a new group: such retries wait for capacity and do not count as failures."""
+def prewarm(num: int, env: dict[str, str], preload: tuple[str, ...]) -> None:
+    """On a one-node Ray, start hosts for an upcoming job now (they import ``preload`` while the driver
+    does other work) unless enough idle ones are there; they join the idle pool."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    for attempt in range(1, attempts + 1):
-        try:
-            return _acquire(spec, preload)
-        except ray.exceptions.RayActorError as exc:
-            group, _IDLE["group"] = _IDLE["group"], None
-            if group is not None:
-                group.kill()
-            if attempt == attempts:
-                raise WorkerGroupError(f"could not start the worker group ({attempts} tries): {_describe(exc)}") from exc
-            log.warning("worker group: a worker was lost while starting (%s); starting a new group", _describe(exc))
-            time.sleep(min(30.0, 2.0 * attempt))
-    raise AssertionError("unreachable")
-
-
-def _run_once(group: _Group, fn: Callable[[Any], Any], config: Any) -> Optional[tuple[int, BaseException]]:
-    """Run on every rank; on the first failure collect what else failed within a moment and return the
-    root cause (a lost process beats the errors it caused in the others), else None (results in group)."""
-    import ray
-
-    refs = [actor.run.remote(fn, config, ctx, group.master, "nccl" if group.spec.use_gpu else "gloo", visible)
-            for actor, ctx, visible in zip(group.actors, group.contexts, group.visible)]
-    pending, errors = list(refs), {}
-    deadline = None
-    while pending and (deadline is None or time.time() < deadline):
-        timeout = None if deadline is None else max(0.0, deadline - time.time())
-        done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
-        for ref in done:
-            try:
-                ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - any failure ends this attempt
-                errors[refs.index(ref)] = exc
-                deadline = deadline or time.time() + 3.0  # peers of a dead rank fail within a moment
-    if not errors:
-        group.results = ray.get(refs)
-        return None
-    lost = [r for r, e in sorted(errors.items()) if isinstance(e, ray.exceptions.RayActorError)]
-    rank = lost[0] if lost else min(errors)
-    return rank, errors[rank]
-
-
-def _describe(exc: BaseException) -> str:
-    """One readable line: a rank's own exception (unwrapped from Ray's task error) or how it was lost."""
-    import ray
-
-    if isinstance(exc, ray.exceptions.RayActorError):
-        return "the worker process died (killed, out of memory, or its node was lost)"
-    if isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "cause", None) is not None:
-        exc = exc.cause
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
+    if os.environ.get(WARM_ENV, "1") == "0":
+        return
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) != 1:
+        return  # which nodes the job lands on is known only once its placement group is granted
+    key = tuple(sorted(env.items()))
+    idle = _idle()
+    have = sum(1 for h in idle if h.node_id == nodes[0] and h.env == key and h.devices is None)
+    cls = ray.remote(WorkerHost)
+    for _ in range(max(0, num - have)):
+        actor = cls.options(num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id=nodes[0], soft=False)).remote(dict(env), preload)
+        idle.append(Host(actor, nodes[0], key, None))

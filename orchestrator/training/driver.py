@@ -1,6 +1,6 @@
 """Driver side of every DeepSpeed training job (pretrain, sft, reward_model, dpo): inputs, resume
-decision, the MLflow run with lineage, the worker group (:mod:`orchestrator.runtime.worker_group`: the only
-Ray plumbing; warm between jobs), registration.
+decision, the MLflow run with lineage, the worker group (:mod:`orchestrator.runtime.rank_group` on warm
+hosts: the only Ray plumbing), registration.
 
 Public API:
     run_training(cfg, task) -> result dict      (a kind's runner: ``run_training(cfg, SFTTask())``)
@@ -56,12 +56,12 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], A
     """Run ``train_fn`` on ``cluster.num_workers`` ranks (gloo on CPU / NCCL on GPU) and wait for it;
     returns each rank's result. A failure restarts the whole group up to ``trainer.max_failures`` times
     (the workers resume from the newest committed checkpoint). Must run inside
-    :func:`orchestrator.runtime.ray_runtime.ray_session`; the group stays warm for the next job.
+    :func:`orchestrator.runtime.ray_runtime.ray_session`; the processes stay warm for the next job.
 
     Raises:
         WorkerGroupError: the group failed more than ``max_failures`` times (names the rank and the cause).
     """
-    from orchestrator.runtime.worker_group import run_on_group
+    from orchestrator.runtime.rank_group import run_on_group
 
     return run_on_group(group_spec(cfg.cluster), train_fn, train_loop_config, max_failures=cfg.trainer.max_failures,
                         preload=WORKER_PRELOAD, what=f"{cfg.kind} worker group")
@@ -88,8 +88,8 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         _import_in_background("mlflow.store.tracking.sqlalchemy_store")  # while Ray starts
         with phases.phase("ray_start"):
-            stack.enter_context(ray_session(cfg.cluster, keep_warm=True))
-            from orchestrator.runtime.worker_group import prepare
+            stack.enter_context(ray_session(cfg.cluster))
+            from orchestrator.runtime.rank_group import prepare
 
             prepare(group_spec(cfg.cluster), WORKER_PRELOAD)  # workers start and import while MLflow opens
         with phases.phase("tracking_start"):
