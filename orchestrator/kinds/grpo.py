@@ -6,7 +6,8 @@ The math is in ``orchestrator/rlhf/{advantages,losses,kl,sampling}.py``; every d
 is in :class:`orchestrator.config.rlhf.GRPOOptions` / :class:`~orchestrator.config.rlhf.RewardConfig`.
 Reads ``data.path`` of format ``prompts`` (the records' other fields reach the reward functions; the
 generated ``data.task`` when null); flat prompts or conversations (rendered with the policy's chat template
-and its generation prompt; generation then stops at the template's end of turn); takes ``model.pretrained`` and ``reward.model`` from upstream stages; output
+and its generation prompt; generation then stops at the template's end of turn), holding out
+``grpo.num_eval_prompts`` of the ``data.eval_fraction`` split for the held-out pass rate; takes ``model.pretrained`` and ``reward.model`` from upstream stages; output
 ``model`` (the actor's export).
 """
 
@@ -67,7 +68,8 @@ def plan(cfg: GRPOConfig) -> dict[str, Any]:
 def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
     from orchestrator.core.files import has_tokenizer
-    from orchestrator.data.shards import read_records
+    from orchestrator.data.shards import load_manifest, read_records
+    from orchestrator.training.sampler import split_heldout
     from transformers import AutoTokenizer
 
     from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
@@ -87,7 +89,12 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
         log.warning("model.pretrained is null: GRPO starts from a randomly initialised policy (smoke run only)")
         policy = init_model_dir(cfg, tokenizer)
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    records, chat, dropped = rollout_records(tok, read_records(data), cfg.model.seq_len - cfg.grpo.max_new_tokens)
+    raw = read_records(data)
+    train_idx, eval_idx = split_heldout(len(raw), cfg.data.eval_fraction if cfg.grpo.num_eval_prompts else 0.0,
+                                        load_manifest(data)["digest"])
+    budget = cfg.model.seq_len - cfg.grpo.max_new_tokens
+    records, chat, dropped = rollout_records(tok, [raw[i] for i in train_idx], budget)
+    eval_records = rollout_records(tok, [raw[i] for i in eval_idx], budget)[0][:cfg.grpo.num_eval_prompts]
     if dropped:
         log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
     tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.reward.model, dataset=str(data),
@@ -97,7 +104,7 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
         tracker.log_dataset(data, "train")
         ctl = GRPOController(cfg, policy_dir=policy, reward_dir=reward, tokenizer_dir=tokenizer, records=records,
                              tracker=tracker, env=worker_env(cfg.cluster),
-                             stop_ids=generation_stop_ids(tok, chat) if chat else None)
+                             stop_ids=generation_stop_ids(tok, chat) if chat else None, eval_records=eval_records)
         return run_roles_and_export(ctl, cfg, tracker, tags, out)
 
 
@@ -105,5 +112,5 @@ SPEC = KindSpec(
     name="grpo", config=GRPOConfig, run=run, check=check, plan=plan, outputs=model_output, data_format="prompts",
     summary="Critic-free RL (GRPO, Dr.GRPO, RLOO, REINFORCE++) with rewards as Python functions",
     model_inputs={"reward_model": "reward.model", "*": "model.pretrained"},
-    key_metrics=("reward_mean", "final_reward_mean", "pass_rate", "kl"),
+    key_metrics=("eval_pass_rate", "reward_mean", "final_reward_mean", "pass_rate", "kl"),
 )

@@ -8,6 +8,7 @@ One step::
     actor (and reference) log-probs of the chosen groups                                  [score]
     advantages by grpo.advantage (KL in the reward when grpo.kl_mode=reward)
     num_epochs x minibatches: clipped policy step (+ beta * KL loss, grpo.loss_agg)         [train]
+    held-out prompts (before step 1, then every grpo.eval_every steps and after the last): pass rate [eval]
 
 No critic; the reference role is not started when ``grpo.kl_coef`` is 0. The loop, checkpoints
 (actor engine + prompt sampler), exact resume and killed-role recovery are
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -55,13 +56,15 @@ class GRPOController(RoleController):
         tracker, env: as :class:`RoleController`.
         stop_ids: tokens that end a response besides EOS's role (conversation prompts: the chat template's
             end of turn and EOS, :func:`~.chat_prompts.generation_stop_ids`); None = EOS.
+        eval_records: held-out prompt records (never trained on) for the ``eval_*`` metrics; none = no evaluation.
     """
 
     def __init__(self, cfg: Any, *, policy_dir: str, reward_dir: Optional[str], tokenizer_dir: str,
                  records: list[dict[str, Any]], tracker: Any, env: dict[str, str],
-                 stop_ids: Optional[list[int]] = None) -> None:
+                 stop_ids: Optional[list[int]] = None, eval_records: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(cfg, tokenizer_dir=tokenizer_dir, tracker=tracker, env=env)
         self.policy_dir, self.reward_dir, self.records = policy_dir, reward_dir, records
+        self.eval_records = list(eval_records)
         self.stop: int | list[int] = stop_ids if stop_ids else self.tok.eos_token_id
         p = self.p
         self.completions = p.rollout_batch_size * p.group_size
@@ -207,16 +210,48 @@ class GRPOController(RoleController):
                 n_updates += 1
         return {k: v / n_updates for k, v in sums.items()}
 
+    # ------------------------------------------------------------------ held-out evaluation
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Pass rate and mean total reward on the held-out prompts, ``eval_samples_per_prompt`` each, sampled
+        with the same seeds at every evaluation (and in chunks of one training round, the engines' size)."""
+        p = self.p
+        rows = repeat_rows(self.eval_records, p.eval_samples_per_prompt)
+        chunk = p.rollout_batch_size * p.group_size
+        names = self._function_names()
+        passed, total = [], []
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            # step 0 is never a training step: these seeds are the evaluation's alone
+            batch = self._generate([r["prompt"] for r in part], round_seed(self.cfg.trainer.seed, 0, i // chunk))
+            scored = score_on_role(self.groups["reward"], batch, part, step)
+            functions = [v for k, v in scored["per_function"].items() if k in names]
+            if functions:
+                passed.append(torch.stack([v >= 1.0 for v in functions]).all(dim=0).float())
+            total.append(scored["total"])
+        out = {"eval_reward_mean": float(torch.cat(total).mean())}
+        if passed:
+            out["eval_pass_rate"] = float(torch.cat(passed).mean())
+        return out
+
     def step_stats(self, step: int) -> tuple[dict[str, float], dict[str, Any]]:
+        p, stats = self.p, {}
         t0 = time.perf_counter()
-        groups, stats = self.sample_groups(step)
+        if step == 1 and self.eval_records:  # the initial (e.g. SFT) policy, before any update
+            stats.update({f"initial_{k}": v for k, v in self.evaluate(step).items()})
+        t_eval = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        groups, sample_stats = self.sample_groups(step)
+        stats.update(sample_stats)
         t1 = time.perf_counter()
         exp, exp_stats = self.experience(groups)
         t2 = time.perf_counter()
         stats.update(exp_stats)
         stats.update(self.train(exp, step))
-        stats.update({"time_generate_score_s": t1 - t0, "time_logprobs_s": t2 - t1,
-                      "time_train_s": time.perf_counter() - t2})
+        t3 = time.perf_counter()
+        if self.eval_records and (step == self.cfg.trainer.max_steps or (p.eval_every and step % p.eval_every == 0)):
+            stats.update(self.evaluate(step))
+        stats.update({"time_generate_score_s": t1 - t0, "time_logprobs_s": t2 - t1, "time_train_s": t3 - t2,
+                      "time_eval_s": t_eval + time.perf_counter() - t3})
         return stats, {"groups": groups, "exp": exp}
 
     def sample_table(self, step: int, samples: dict[str, Any]) -> dict[str, list]:
