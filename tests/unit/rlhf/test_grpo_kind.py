@@ -142,3 +142,13 @@ def test_eval_options_are_checked(overrides, key):
     with pytest.raises(ConfigError) as err:
         load(*overrides)
     assert err.value.key == key
+
+
+def test_rlvr_pipeline_preset_runs_grpo_on_the_arithmetic_task():
+    cfg = kinds.load("pipeline", ["pipeline=rlvr", "workspace=/tmp/grpo_unit_ws"])
+    stages = {s.name: s for s in cfg.pipeline.stages}
+    assert [s.kind for s in cfg.pipeline.stages] == ["data_prep", "pretrain", "sft", "grpo"]
+    sft = kinds.load("sft", ["workspace=/tmp/grpo_unit_ws", *stages["sft"].overrides])
+    grpo = kinds.load("grpo", ["workspace=/tmp/grpo_unit_ws", *stages["grpo"].overrides])
+    assert sft.data.task == grpo.data.task == "arithmetic"
+    assert [f.function for f in grpo.reward.functions] == ["orchestrator.rlhf.reward_functions:arithmetic_reward"]
