@@ -246,6 +246,8 @@ class RewardFunctionsConfig(Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         require(not dupes, "reward.functions", f"duplicate function names {dupes} (they name the metrics)",
                 "give each a distinct name: {function: ..., name: ...}")
+        require("model" not in names, "reward.functions", "a function named 'model' (the reward model's metric name)",
+                "give it another name: {function: ..., name: ...}")
         require(self.on_error in REWARD_ON_ERROR, "reward.on_error", f"unknown {self.on_error!r}", "use raise or zero")
         require(self.timeout_s > 0, "reward.timeout_s", "must be positive", "use e.g. 30")
 
