@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
