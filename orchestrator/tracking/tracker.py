@@ -18,6 +18,7 @@ import yaml
 from orchestrator.config.base import as_dict
 from orchestrator.config.jobs import JobConfig
 from orchestrator.config.redact import redact
+from orchestrator.tracking.describe import NOTE_TAG, describe_run
 from orchestrator.tracking.metrics import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class JobTracker:
 
         The run id is kept in ``<output_dir>/tracking.json``; without that file (a node-local output
         directory on another node, checkpoints on ``cluster.storage_path``) ``resume_run_id``, the run
-        recorded in the resumed checkpoint, is reopened. ``resume=never`` always starts a new run. Tags: ``job_kind``, ``config_hash``, ``git_commit``, ``run_name`` (+ ``cfg.tracking.tags``).
+        recorded in the resumed checkpoint, is reopened. ``resume=never`` always starts a new run. Tags: ``job_kind``, ``config_hash``, ``git_commit``, ``run_name`` (+ ``cfg.tracking.tags``)
+        and the run's one-sentence description (``mlflow.note.content``, :mod:`.describe`).
         """
         from mlflow import MlflowClient
 
@@ -111,6 +113,7 @@ class JobTracker:
                 "run_name": cfg.run_name, **cfg.tracking.tags, **(extra_tags or {})}
         if cfg.tracking.parent_run_id:
             tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+        tags[NOTE_TAG] = describe_run(cfg, tags)  # the run's description in the MLflow UI
         if run_id is not None:
             client.update_run(run_id, status="RUNNING")
             for k, v in tags.items():
