@@ -3,8 +3,8 @@
 One mechanism for every kind that logs them (sft and dpo from the training worker's rank 0, ppo and
 grpo from the role controller): the table goes to ``<output_dir>/samples/step_<k>.json`` (readable
 without MLflow) and to the run as ``mlflow.log_table`` at the same relative path, where the MLflow UI
-shows it as a table (run page, Artifacts). A step that is replayed after a recovery is logged once:
-MLflow's ``log_table`` appends to an existing table, so a table already in the run is left as it is.
+shows it as a table (run page, Artifacts). A step replayed after a recovery rewrites its table
+(:func:`orchestrator.tracking.tables.log_table` replaces; MLflow's own would append the rows again).
 
 Public API:
     sample_artifact(step) -> str
@@ -28,13 +28,6 @@ def sample_artifact(step: int) -> str:
     return f"{SAMPLES_DIR}/step_{int(step):06d}.json"
 
 
-def check_table(table: Mapping[str, Sequence[Any]]) -> int:
-    """Number of rows of a column-oriented table; every column must have it (asserted: a bug otherwise)."""
-    lengths = {name: len(col) for name, col in table.items()}
-    assert len(set(lengths.values())) <= 1, f"sample table columns differ in length: {lengths}"
-    return next(iter(lengths.values()), 0)
-
-
 def log_sample_table(client: Any, run_id: Optional[str], table: Mapping[str, Sequence[Any]], step: int,
                      out_dir: str | Path) -> Path:
     """Write ``table`` (column name -> values) under ``out_dir`` and log it into the run.
@@ -46,8 +39,9 @@ def log_sample_table(client: Any, run_id: Optional[str], table: Mapping[str, Seq
         The local copy's path.
     """
     from orchestrator.core.files import atomic_write_text
+    from orchestrator.tracking.tables import log_table, num_rows
 
-    check_table(table)
+    num_rows(table)
     artifact = sample_artifact(step)
     path = Path(out_dir) / artifact
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,9 +49,7 @@ def log_sample_table(client: Any, run_id: Optional[str], table: Mapping[str, Seq
     if client is None or not run_id:
         return path
     try:
-        if artifact in {f.path for f in client.list_artifacts(run_id, SAMPLES_DIR)}:
-            return path  # a replayed step: log_table would append the rows a second time
-        client.log_table(run_id, data={k: list(v) for k, v in table.items()}, artifact_file=artifact)
+        log_table(client, run_id, table, artifact)
     except Exception as exc:
         log.warning("sample table of step %d not logged to MLflow (%s); kept in %s", step, exc, path)
     return path

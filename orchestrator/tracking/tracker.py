@@ -220,6 +220,12 @@ class JobTracker:
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, obj, artifact_file)
 
+    def log_table(self, table: Mapping[str, Any], artifact_file: str) -> None:
+        """A table (column -> values) the UI shows as one, replacing an earlier one of the same name."""
+        from orchestrator.tracking.tables import log_table
+
+        log_table(self.client, self.run_id, table, artifact_file)
+
     def log_dataset(self, dataset_dir: str | Path, context: str, name: Optional[str] = None) -> str:
         """Record a dataset directory (its manifest digest) as an input of this run; returns the digest."""
         from orchestrator.tracking.lineage import log_dataset_input

@@ -127,7 +127,7 @@ def _ctx(cfg, tok, rank: int = 0, tp: int = 1) -> WorkerContext:
                          tokenizer_dir=None, special_ids={}, tokenizer=tok)
 
 
-def test_sft_hook_logs_every_n_steps_and_the_last_into_the_run_once(tok, workspace):
+def test_sft_hook_logs_every_n_steps_and_the_last_into_the_run_once(tok, workspace, monkeypatch):
     cfg = load("sft", [f"workspace={workspace}", "run_name=s", "trainer.max_steps=7", "sft.sample_every=3",
                        "sft.num_samples_logged=2", "sft.sample_max_new_tokens=4", "tracking.log_system_metrics=false"])
     batches = sft_batches(tok, arithmetic.sft_records(3, 1))
@@ -150,6 +150,9 @@ def test_sft_hook_logs_every_n_steps_and_the_last_into_the_run_once(tok, workspa
     logged6 = json.loads(Path(client.download_artifacts(tracker.run_id, sample_artifact(6), str(workspace))).read_text())
     assert logged6["columns"] == ["step", "prompt", "response", "reference", "match", "reference_nll"]
     assert len(logged6["data"]) == 2  # the replay did not append its rows a second time
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.tracking.uri)  # load_table searches with the fluent API
+    frame = client.load_table(run.info.experiment_id, sample_artifact(6), run_ids=[tracker.run_id])
+    assert list(frame["prompt"]) == [row[1] for row in logged6["data"]]  # MLflow's own reader takes it
     assert [row[0] for row in logged6["data"]] == [6, 6]
     assert json.loads(local.read_text())["prompt"] == [row[1] for row in logged6["data"]]
     off = load("sft", [f"workspace={workspace}", "sft.sample_every=0"])
@@ -170,8 +173,11 @@ def test_dpo_hook_logs_pairs_and_tracking_off_keeps_the_local_copy(tok, workspac
 
 def test_log_sample_table_survives_an_unreachable_server(tmp_path):
     class Down:
-        def list_artifacts(self, *a, **k):
-            raise ConnectionError("connection refused")
+        def __getattr__(self, name):
+            def call(*args, **kwargs):
+                raise ConnectionError("connection refused")
+
+            return call
 
     path = log_sample_table(Down(), "run", {"prompt": ["p"], "response": ["r"]}, 5, tmp_path)
     assert json.loads(path.read_text()) == {"prompt": ["p"], "response": ["r"]}
