@@ -143,7 +143,7 @@ def run_pipeline(cfg: Any, kinds: Kinds) -> dict[str, Any]:
             except Exception as exc:
                 logging.getLogger(__name__).warning("pipeline overview not logged: %s", exc)
     say(format_summary(summary))
-    hint = mlflow_ui_hint(cfg.tracking.uri or "")
+    hint = mlflow_ui_hint(cfg.tracking.uri or "", parent.experiment_id)
     if hint:
         say(hint)
     return summary

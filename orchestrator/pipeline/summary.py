@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 
 def key_metric(names: tuple[str, ...], result: Mapping[str, Any]) -> str:
@@ -28,12 +28,15 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def mlflow_ui_hint(tracking_uri: str) -> str:
-    """How to open the MLflow UI on the result."""
+def mlflow_ui_hint(tracking_uri: str, experiment_id: Optional[str] = None) -> str:
+    """How to open the MLflow UI on the result (links open the model-training view: :mod:`orchestrator.tracking.ui`)."""
+    from orchestrator.tracking.ui import ui_link
+
     if tracking_uri.startswith(("http://", "https://")):
-        return f"MLflow UI: {tracking_uri}"
+        return f"MLflow UI: {ui_link(tracking_uri, experiment_id)}"
     if tracking_uri:
-        return f"Open the MLflow UI:  mlflow ui --backend-store-uri {tracking_uri}  (then browse http://127.0.0.1:5000)"
+        return (f"Open the MLflow UI:  mlflow ui --backend-store-uri {tracking_uri}  "
+                f"(then browse {ui_link('http://127.0.0.1:5000', experiment_id)})")
     return ""
 
 

@@ -65,9 +65,11 @@ class JobTracker:
     """The MLflow run of one job (see :meth:`start`). Use as a context manager: the run ends
     FINISHED on success, FAILED on an exception, KILLED on Ctrl-C or SIGTERM (``ray job stop``)."""
 
-    def __init__(self, client, run_id: str, cfg: JobConfig, resumed: bool) -> None:
+    def __init__(self, client, run_id: str, cfg: JobConfig, resumed: bool, experiment_id: Optional[str] = None) -> None:
         self.client = client
         self.run_id = run_id
+        self.experiment_id = experiment_id
+        """The run's experiment (for UI links)."""
         self.cfg = cfg
         self.resumed = resumed
         self.tracking_uri: str = cfg.tracking.uri  # type: ignore[assignment]
@@ -94,18 +96,18 @@ class JobTracker:
         prepare_local_store(cfg.tracking.uri)
         client = MlflowClient(tracking_uri=cfg.tracking.uri)
         state_path = Path(cfg.output_dir) / STATE_FILE
-        run_id = None
+        run_id = exp_id = None
         if cfg.resume != "never" and state_path.exists():
             state = json.loads(state_path.read_text())
             if state.get("tracking_uri") == cfg.tracking.uri:
                 try:
-                    client.get_run(state["run_id"])
+                    exp_id = client.get_run(state["run_id"]).info.experiment_id
                     run_id = state["run_id"]
                 except Exception:
                     log.warning("run %s recorded in %s is not in the store; starting a new run", state["run_id"], state_path)
         elif cfg.resume != "never" and resume_run_id:
             try:
-                client.get_run(resume_run_id)
+                exp_id = client.get_run(resume_run_id).info.experiment_id
                 run_id = resume_run_id
             except Exception:
                 log.warning("run %s of the resumed checkpoint is not in the store; starting a new run", resume_run_id)
@@ -118,12 +120,12 @@ class JobTracker:
             client.update_run(run_id, status="RUNNING")
             for k, v in tags.items():
                 client.set_tag(run_id, k, v)
-            tracker = cls(client, run_id, cfg, resumed=True)
+            tracker = cls(client, run_id, cfg, resumed=True, experiment_id=exp_id)
         else:
             exp_id = ensure_experiment(client, cfg)
             run = client.create_run(exp_id, run_name=run_name or cfg.run_name, tags=tags)
             run_id = run.info.run_id
-            tracker = cls(client, run_id, cfg, resumed=False)
+            tracker = cls(client, run_id, cfg, resumed=False, experiment_id=exp_id)
             tracker._log_config()
             state_path.parent.mkdir(parents=True, exist_ok=True)
             state_path.write_text(json.dumps({"run_id": run_id, "tracking_uri": cfg.tracking.uri}))
