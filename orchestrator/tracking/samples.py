@@ -39,13 +39,13 @@ def log_sample_table(client: Any, run_id: Optional[str], table: Mapping[str, Seq
         The local copy's path.
     """
     from orchestrator.core.files import atomic_write_text
-    from orchestrator.tracking.tables import log_table, num_rows
+    from orchestrator.tracking.tables import log_table, num_rows, plain
 
     num_rows(table)
     artifact = sample_artifact(step)
     path = Path(out_dir) / artifact
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({k: list(v) for k, v in table.items()}, indent=1, default=str))
+    atomic_write_text(path, json.dumps({k: list(v) for k, v in table.items()}, indent=1, default=plain))
     if client is None or not run_id:
         return path
     try:

@@ -23,11 +23,16 @@ def num_rows(table: Mapping[str, Sequence[Any]]) -> int:
     return next(iter(lengths.values()), 0)
 
 
+def plain(value: Any) -> Any:
+    """JSON's value for a numpy / torch scalar (``.item()``), else its text (``json.dumps(default=)``)."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
 def table_json(table: Mapping[str, Sequence[Any]]) -> str:
     """``{"columns": [...], "data": [[row], ...]}``: the layout of ``DataFrame.to_json(orient="split")``."""
     columns = list(table)
     rows = [[table[c][i] for c in columns] for i in range(num_rows(table))]
-    return json.dumps({"columns": columns, "data": rows}, default=str)
+    return json.dumps({"columns": columns, "data": rows}, default=plain)
 
 
 def log_table(client: Any, run_id: str, table: Mapping[str, Sequence[Any]], artifact_file: str) -> None:

@@ -8,7 +8,7 @@ the page it is on, so every link we print carries it.
 
 Public API:
     MODEL_TRAINING_VIEW
-    ui_link(base_url, experiment_id=None, run_id=None) -> str
+    ui_link(base_url, experiment_id=None, run_id=None, tab='') -> str
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Optional
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 
-def ui_link(base_url: str, experiment_id: Optional[str] = None, run_id: Optional[str] = None) -> str:
-    """``<base>/#/experiments/<id>[/runs/<run>]?workflowType=machine_learning`` (the experiment list
-    without an experiment id)."""
+def ui_link(base_url: str, experiment_id: Optional[str] = None, run_id: Optional[str] = None, tab: str = "") -> str:
+    """``<base>/#/experiments/<id>[/runs/<run>[/<tab>]]?workflowType=machine_learning`` (the experiment
+    list without an experiment id; ``tab``: a run page's tab, e.g. ``artifacts``)."""
     base = base_url.rstrip("/")
     if experiment_id is None:
         return f"{base}/#/experiments?{MODEL_TRAINING_VIEW}"
-    page = f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    page = f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "") + (f"/{tab}" if run_id and tab else "")
     return f"{base}/#/{page}?{MODEL_TRAINING_VIEW}"

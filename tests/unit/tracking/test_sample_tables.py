@@ -179,6 +179,8 @@ def test_log_sample_table_survives_an_unreachable_server(tmp_path):
 
             return call
 
-    path = log_sample_table(Down(), "run", {"prompt": ["p"], "response": ["r"]}, 5, tmp_path)
-    assert json.loads(path.read_text()) == {"prompt": ["p"], "response": ["r"]}
+    import numpy as np
+
+    path = log_sample_table(Down(), "run", {"prompt": ["p"], "score": np.array([0.5], dtype=np.float32)}, 5, tmp_path)
+    assert json.loads(path.read_text()) == {"prompt": ["p"], "score": [0.5]}  # numpy scalars as numbers
     assert path == tmp_path / "samples" / "step_000005.json"
