@@ -43,8 +43,9 @@ class SFTOptions(Frozen):
     sample_every: int = 50
     """Every N optimizer steps (and at the last one) log a table of held-out prompts, the model's greedy
     responses and the reference responses to MLflow (``samples/step_<k>.json``); 0 = off. 50 because a
-    table costs ``num_samples_logged`` short generations on rank 0 (under a second for the demo model),
-    noise next to 50 training steps, while a run of a few hundred steps still shows several."""
+    table costs ``num_samples_logged`` greedy generations of at most ``sample_max_new_tokens`` on rank 0
+    while the other ranks wait (the demo model: 4 x 32 tokens in 3 s on a 2-core CPU under heavy load),
+    small next to 50 training steps, while a run of a few hundred steps still shows several."""
     num_samples_logged: int = 4
     """Rows in each sample table: a handful to read, not an evaluation set."""
     sample_max_new_tokens: int = 32
