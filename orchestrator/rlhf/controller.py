@@ -15,7 +15,6 @@ state a step depends on (:meth:`RoleController.state_dict`). This class owns the
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -209,14 +208,12 @@ class RoleController:
 
     # ------------------------------------------------------------------ outputs
     def log_samples(self, step: int, samples: Any) -> None:
-        """The step's sample table as ``samples/step_<k>.json`` (MLflow artifact + local copy)."""
-        table = self.sample_table(step, samples)
-        d = self.out / "samples"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"step_{step:06d}.json").write_text(json.dumps(table, indent=1))
-        client = getattr(self.tracker, "client", None)
-        if client is not None:
-            client.log_table(self.tracker.run_id, data=table, artifact_file=f"samples/step_{step:06d}.json")
+        """The step's sample table as ``samples/step_<k>.json`` (MLflow artifact + local copy; a replayed step
+        rewrites its table)."""
+        from orchestrator.tracking.samples import log_sample_table
+
+        log_sample_table(getattr(self.tracker, "client", None), self.tracker.run_id, self.sample_table(step, samples),
+                         step, self.out)
 
     def export(self, out_dir: Path) -> Path:
         """The actor's weights plus the tokenizer files, as a Hugging Face model dir."""

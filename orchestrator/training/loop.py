@@ -198,12 +198,14 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
                checkpoints: CheckpointManager, reporter: Any, state: Optional[TrainState] = None,
                sink: Optional[MetricsSink] = None, extra_state: Optional[dict[str, Any]] = None,
                eval_fn: Optional[Callable[[], dict[str, float]]] = None,
-               timings: Optional[dict[str, float]] = None) -> TrainState:
+               timings: Optional[dict[str, float]] = None,
+               on_step: Optional[Callable[[int], None]] = None) -> TrainState:
     """Train from ``state.step`` to ``spec.max_steps``; checkpoint every ``save_every`` steps and at the end.
 
     Rank 0 appends each step's metrics to ``<output_dir>/steps.jsonl`` (the job's per-step record; a
     recovered step overwrites its earlier line when read) and to ``sink``. ``timings`` (when given)
-    receives ``first_step`` and the summed ``checkpoint`` wall seconds. Returns the final state.
+    receives ``first_step`` and the summed ``checkpoint`` wall seconds; ``on_step(step)`` (when given) runs
+    after each step's record on this rank. Returns the final state.
     """
     timings = {} if timings is None else timings
     state = state or TrainState()
@@ -268,6 +270,8 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
             steplog.append(step, {**metrics, "end_time_s": time.time()})  # wall clock for throughput benches
             if sink is not None and step % spec.log_every == 0:
                 sink.log(metrics, step)
+        if on_step is not None:  # after the step's record, before its checkpoint (e.g. a sample table)
+            on_step(step)
         if step == spec.max_steps or (spec.save_every and step % spec.save_every == 0):
             if sink is not None and rank == 0:
                 sink.flush()  # invariant: every step up to a committed checkpoint is in the tracking store

@@ -156,8 +156,12 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
         initial = eval_fn() if state is None and task.initial_eval else {}
     spec = LoopSpec.from_config(cfg, plan, str(out), num_params)
     t_loop = time.perf_counter()
+    def samples(step: int) -> None:  # rank 0: the kind's sample table, when due
+        task.log_samples(engine, ctx, step, held_out, objective, sink)
+
     state = train_loop(engine, source, objective, spec, checkpoints=ckpts, reporter=reporter, state=state,
-                       sink=sink, extra_state=args.extra_state, eval_fn=eval_fn, timings=phases.seconds)
+                       sink=sink, extra_state=args.extra_state, eval_fn=eval_fn, timings=phases.seconds,
+                       on_step=samples if rank == 0 else None)
     phases.add("train_loop", time.perf_counter() - t_loop)
     with phases.phase("final_eval"):
         final = eval_fn()
