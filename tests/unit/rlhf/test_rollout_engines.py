@@ -142,3 +142,52 @@ def test_version_check_and_hf_engine_sync():
     check_version(eng, 2)
     seeds = {request_seed(7, r, i) for r in range(2) for i in range(64)}
     assert len(seeds) == 128 and all(0 <= s < 2**63 for s in seeds)
+
+
+class _Call:
+    def __init__(self, fn):
+        self.remote = fn
+
+
+class _FakeActorRank:
+    """One actor rank: its engine returns responses of its own length R and log-probs -rank (no Ray)."""
+
+    def __init__(self, rank: int, R: int) -> None:
+        self.rank, self.R, self.calls = rank, R, []
+        self.rollout = _Call(self._rollout)
+        self.sync_rollout_engine = _Call(lambda: self.calls.append("sync"))
+
+    def _rollout(self, shard, seed, stop, pad_id):
+        self.calls.append(("rollout", shard["input_ids"][:, 0].tolist(), seed))
+        B = shard["input_ids"].shape[0]
+        return {"responses": torch.full((B, self.R), 10 + self.rank), "logprobs": torch.full((B, self.R), -float(self.rank))}
+
+
+def test_engine_rollouts_shard_rows_in_order_pad_ranks_and_sync_after_load(monkeypatch):
+    """The driver side both controllers share: contiguous row shards per actor rank, responses right-padded
+    across ranks, each rank's engine log-probs kept in row order, and a checkpoint load syncs every rank."""
+    import ray
+
+    from orchestrator.rlhf.engine_client import EngineRollouts
+
+    monkeypatch.setattr(ray, "get", lambda refs: refs)  # the fake ranks return values, not futures
+
+    class Group:
+        workers = [_FakeActorRank(0, 3), _FakeActorRank(1, 1)]
+
+        def __len__(self):
+            return 2
+
+        def call(self, method):
+            return [getattr(w, method).remote() for w in self.workers]
+
+    ctl = EngineRollouts()
+    ctl.groups = {"actor": Group()}
+    prompts = {"input_ids": torch.arange(5).unsqueeze(1).repeat(1, 2), "attention_mask": torch.ones(5, 2)}
+    responses, logprobs = ctl.rollout_responses(prompts, 7, [2, 3], pad_id=0)
+    w0, w1 = ctl.groups["actor"].workers
+    assert w0.calls == [("rollout", [0, 1], 7)] and w1.calls == [("rollout", [2, 3, 4], 7)]
+    assert responses.tolist() == [[10, 10, 10]] * 2 + [[11, 0, 0]] * 3
+    assert [lp.shape for lp in logprobs] == [(2, 3), (3, 1)] and float(logprobs[1][0, 0]) == -1.0
+    ctl.after_load()
+    assert w0.calls[-1] == w1.calls[-1] == "sync"
