@@ -87,17 +87,21 @@ def main() -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if args.gpu else "cpu")
     print(f"model: llama {args.layers}x{args.hidden} ({args.heads} heads), {args.responses} responses x <= {args.new} "
           f"new tokens per step, {args.steps} steps; {'GPU' if args.gpu else f'CPU, {args.threads} threads per role'}")
+    from orchestrator.kinds import load
+    from orchestrator.runtime.ray_runtime import ray_session
+
     results: dict[str, dict[str, float]] = {}
-    for kind in args.kinds:
-        for engine in args.engines:
-            r = results[f"{kind}/{engine}"] = run_job(kind, engine, args)
-            print(f"{kind:4s} {engine:4s}: step {r['step_s']:7.1f} s (generate {r['generate_s']:6.1f}, score "
-                  f"{r['score_s']:5.1f}, train+sync {r['train_s']:5.1f}; {r['response_length']:.0f} tokens/response); "
-                  f"step 1 {r['step1_s']:.1f} s; whole job {r['job_s']:.0f} s", flush=True)
-        if {f"{kind}/hf", f"{kind}/vllm"} <= set(results):
-            hf, vl = results[f"{kind}/hf"], results[f"{kind}/vllm"]
-            print(f"{kind}: step time hf/vllm {hf['step_s'] / vl['step_s']:.2f}x, generation "
-                  f"{hf['generate_s'] / vl['generate_s']:.2f}x", flush=True)
+    with ray_session(load("ppo", overrides("ppo", "hf", args, tempfile.gettempdir())).cluster):  # one Ray for all
+        for kind in args.kinds:
+            for engine in args.engines:
+                r = results[f"{kind}/{engine}"] = run_job(kind, engine, args)
+                print(f"{kind:4s} {engine:4s}: step {r['step_s']:7.1f} s (generate {r['generate_s']:6.1f}, score "
+                      f"{r['score_s']:5.1f}, train+sync {r['train_s']:5.1f}; {r['response_length']:.0f} "
+                      f"tokens/response); step 1 {r['step1_s']:.1f} s; whole job {r['job_s']:.0f} s", flush=True)
+            if {f"{kind}/hf", f"{kind}/vllm"} <= set(results):
+                hf, vl = results[f"{kind}/hf"], results[f"{kind}/vllm"]
+                print(f"{kind}: step time hf/vllm {hf['step_s'] / vl['step_s']:.2f}x, generation "
+                      f"{hf['generate_s'] / vl['generate_s']:.2f}x", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
