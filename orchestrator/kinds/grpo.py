@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import GRPOOptions, RewardConfig
+from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
 from orchestrator.kinds.registry import KindSpec, model_output
 from orchestrator.rlhf.placement import check_placement
 from orchestrator.rlhf.plan import grpo_plan
@@ -36,6 +37,8 @@ class GRPOConfig(TrainJobConfig):
     """Critic-free RL options (group sampling, advantage estimator, loss, KL, dynamic sampling)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The reward: Python functions and/or a reward model, weighted."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Generation engine of the rollouts (``rollout.engine=hf|vllm``), weight sync and mismatch correction."""
 
 
 def check(cfg: GRPOConfig) -> None:
@@ -58,6 +61,7 @@ def check(cfg: GRPOConfig) -> None:
                     "(loss_agg=%s)", p.loss_norm_length, p.loss_agg)
     if p.kl_coef == 0 and p.kl_mode == "reward":
         log.warning("grpo.kl_mode=reward does nothing with grpo.kl_coef=0 (no KL, no reference role)")
+    check_rollout(cfg)
     check_reward_functions(cfg.reward.functions)
 
 
@@ -99,6 +103,7 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
         log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
     tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.reward.model, dataset=str(data),
                         reward_functions=",".join(f.function for f in cfg.reward.functions) or None)
+    tags.update(rollout_tags(cfg))
     with job_run(cfg) as tracker, ray_session(cfg.cluster):
         tracker.set_tags(tags)
         tracker.log_dataset(data, "train")

@@ -9,7 +9,7 @@ at the refill cap, and :func:`concat_responses` rebuilds one batch from groups o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ class SampledGroup:
         scores: ``[group_size]`` total reward (functions, reward model, overlong penalty).
         per_function: ``[group_size]`` scores of each reward function / the reward model.
         informative: the scores are not all equal.
+        engine_logprobs: ``[group_size, R]`` the rollout engine's log-probs of the responses (``rollout.engine=
+            vllm``; None for ``hf``), for the mismatch metrics and TIS weights.
     """
 
     record: dict[str, Any]
@@ -37,6 +39,7 @@ class SampledGroup:
     scores: torch.Tensor
     per_function: dict[str, torch.Tensor]
     informative: bool
+    engine_logprobs: Optional[torch.Tensor] = None
 
 
 def repeat_rows(items: Sequence[Any], group_size: int) -> list[Any]:
@@ -50,15 +53,17 @@ def round_seed(seed: int, step: int, round_index: int) -> int:
 
 
 def split_groups(records: Sequence[dict[str, Any]], responses: torch.Tensor, scores: torch.Tensor,
-                 per_function: dict[str, torch.Tensor], group_size: int) -> list[SampledGroup]:
-    """Cut a round's ``[len(records) * group_size]`` rows into one group per record."""
+                 per_function: dict[str, torch.Tensor], group_size: int,
+                 engine_logprobs: Optional[torch.Tensor] = None) -> list[SampledGroup]:
+    """Cut a round's ``[len(records) * group_size]`` rows (and the engine's log-probs, if any) into one group
+    per record."""
     assert responses.shape[0] == scores.shape[0] == len(records) * group_size, (responses.shape, len(records))
     out = []
     for g, record in enumerate(records):
         rows = slice(g * group_size, (g + 1) * group_size)
         s = scores[rows]
         out.append(SampledGroup(record, responses[rows], s, {k: v[rows] for k, v in per_function.items()},
-                                bool(s.max() != s.min())))
+                                bool(s.max() != s.min()), None if engine_logprobs is None else engine_logprobs[rows]))
     return out
 
 

@@ -10,7 +10,9 @@ One step::
     num_epochs x minibatches: clipped policy step (+ beta * KL loss, grpo.loss_agg)         [train]
     held-out prompts (before step 1, then every grpo.eval_every steps and after the last): pass rate [eval]
 
-No critic; the reference role is not started when ``grpo.kl_coef`` is 0. The loop, checkpoints
+Generation and the weight sync after every step's updates are :class:`~.engine_client.EngineRollouts`'
+(``rollout.engine=hf|vllm``, as for PPO); with vLLM the engine's log-probs give the mismatch metrics and
+the TIS weights (``rollout.tis_cap``). No critic; the reference role is not started when ``grpo.kl_coef`` is 0. The loop, checkpoints
 (actor engine + prompt sampler), exact resume and killed-role recovery are
 :class:`~.controller.RoleController`'s, as for PPO.
 """
@@ -27,11 +29,13 @@ import torch
 from orchestrator.rlhf.advantages import compute_token_advantages
 from orchestrator.rlhf.batches import left_pad_prompts
 from orchestrator.rlhf.controller import RoleController, RoleSpec
+from orchestrator.rlhf.engine_client import EngineRollouts
 from orchestrator.rlhf.groups import (
     SampledGroup, choose_groups, concat_responses, pass_rate, repeat_rows, response_stats, round_seed, split_groups)
 from orchestrator.rlhf.grpo_roles import GRPOPolicyRole, RewardFunctionRole, reward_base_dir, score_on_role
 from orchestrator.rlhf.kl import kl_penalty
 from orchestrator.rlhf.masked import masked_mean
+from orchestrator.rlhf.mismatch import engine_mismatch
 from orchestrator.rlhf.plan import grpo_roles
 from orchestrator.rlhf.roles import PolicyRole
 from orchestrator.rlhf.rollout import minibatch_indices, pad_right, select, sequence_batch, shard_rows
@@ -41,10 +45,10 @@ from orchestrator.training.sampler import StepSampler
 log = logging.getLogger(__name__)
 
 _TRAIN_KEYS = ("input_ids", "attention_mask", "position_ids", "response_mask", "old_logprobs", "ref_logprobs",
-               "advantages")
+               "advantages", "tis_weights")
 
 
-class GRPOController(RoleController):
+class GRPOController(EngineRollouts, RoleController):
     """Actor, reference (if the KL is on) and reward roles of a ``grpo`` job.
 
     Args:
@@ -101,16 +105,12 @@ class GRPOController(RoleController):
         return specs
 
     # ------------------------------------------------------------------ rollout
-    def _generate(self, texts: list[str], seed: int) -> dict[str, Any]:
-        import ray
-
-        p = self.p
-        prompts = left_pad_prompts(self.tok, texts, self.cfg.model.seq_len - p.max_new_tokens)
-        g = self.groups["actor"]
-        shards = shard_rows(prompts, len(g)) if len(g) > 1 else [prompts]
-        resp = ray.get([w.generate.remote(s, seed, self.stop, self.tok.pad_token_id)
-                        for w, s in zip(g.workers, shards)])
-        return self._batch(prompts, pad_right(resp, self.tok.pad_token_id))
+    def _generate(self, texts: list[str], seed: int) -> tuple[dict[str, Any], Optional[torch.Tensor]]:
+        """The round's batch and the rollout engine's log-probs of its responses (None for ``hf``)."""
+        prompts = left_pad_prompts(self.tok, texts, self.cfg.model.seq_len - self.p.max_new_tokens)
+        responses, engine_logprobs = self.rollout_responses(prompts, seed, self.stop, self.tok.pad_token_id)
+        engine = None if any(lp is None for lp in engine_logprobs) else pad_right(engine_logprobs, 0.0)
+        return self._batch(prompts, responses), engine
 
     def _batch(self, prompts: dict[str, torch.Tensor], responses: torch.Tensor) -> dict[str, Any]:
         return sequence_batch(prompts["input_ids"], prompts["attention_mask"], responses, self.stop,
@@ -129,7 +129,8 @@ class GRPOController(RoleController):
         G = self.p.group_size
         records = [self.records[int(i)] for i in idx]
         rows = repeat_rows(records, G)
-        batch = self._generate([r["prompt"] for r in rows], round_seed(self.cfg.trainer.seed, step, round_index))
+        batch, engine_logprobs = self._generate([r["prompt"] for r in rows],
+                                                round_seed(self.cfg.trainer.seed, step, round_index))
         if round_index == 0:
             self.maybe_inject_failure(step)
         scored = self._score(batch, rows, step)
@@ -138,7 +139,7 @@ class GRPOController(RoleController):
         for msg in scored["errors"][:3]:
             log.warning("reward.on_error=zero: %s", msg)
         responses = batch["input_ids"][:, batch["prompt_len"]:]
-        return split_groups(records, responses, scored["total"], scored["per_function"], G)
+        return split_groups(records, responses, scored["total"], scored["per_function"], G, engine_logprobs)
 
     def sample_groups(self, step: int) -> tuple[list[SampledGroup], dict[str, float]]:
         """The step's groups: one round, or DAPO's dynamic sampling (drop all-equal groups, refill, cap)."""
@@ -171,7 +172,7 @@ class GRPOController(RoleController):
         exp = dict(batch, old_logprobs=self.gather("actor", "logprobs", batch))
         scores = torch.cat([g.scores for g in groups])
         kl = None
-        stats: dict[str, float] = {}
+        stats = engine_mismatch(exp, [g.engine_logprobs for g in groups], self.cfg.rollout.tis_cap)
         if "reference" in self.groups:
             exp["ref_logprobs"] = self.gather("reference", "logprobs", batch)
             kl = kl_penalty(exp["old_logprobs"], exp["ref_logprobs"], p.kl_kind)
@@ -208,6 +209,7 @@ class GRPOController(RoleController):
                     for k, v in st.items():  # per-rank stats are already normalised by the minibatch totals
                         sums[k] = sums.get(k, 0.0) + v
                 n_updates += 1
+        self.sync_rollout_engines()  # the next rollout samples from the updated actor
         return {k: v / n_updates for k, v in sums.items()}
 
     # ------------------------------------------------------------------ held-out evaluation
@@ -222,7 +224,7 @@ class GRPOController(RoleController):
         for i in range(0, len(rows), chunk):
             part = rows[i:i + chunk]
             # step 0 is never a training step: these seeds are the evaluation's alone
-            batch = self._generate([r["prompt"] for r in part], round_seed(self.cfg.trainer.seed, 0, i // chunk))
+            batch, _ = self._generate([r["prompt"] for r in part], round_seed(self.cfg.trainer.seed, 0, i // chunk))
             scored = score_on_role(self.groups["reward"], batch, part, step)
             functions = [v for k, v in scored["per_function"].items() if k in names]
             if functions:

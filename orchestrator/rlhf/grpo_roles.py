@@ -2,7 +2,8 @@
 
 * :class:`GRPOPolicyRole` - the PPO :class:`~.roles.PolicyRole` (generation, log-probs, checkpoint,
   export) with the critic-free loss: DAPO's asymmetric clip, ``grpo.loss_agg``, the KL to the reference
-  as a loss term (``grpo.kl_mode=loss``) and an optional entropy bonus, all aggregated the same way.
+  as a loss term (``grpo.kl_mode=loss``) and an optional entropy bonus, all aggregated the same way; with
+  ``rollout.tis_cap`` each token's clipped term is weighted by its truncated importance-sampling weight.
 * :class:`RewardFunctionRole` - the reward role of ``grpo`` and ``ppo``: decodes completions and scores
   them with ``reward.functions`` (:class:`~.rewards.RewardScorer`: concurrent, timed, validated) and/or
   a reward model; :func:`score_on_role` is the driver's side of it (shards, gathers, names a failing
@@ -34,7 +35,8 @@ class GRPOPolicyRole(PolicyRole):
         mask = micro["response_mask"]
         norm = dict(num_tokens=num_tokens, num_seqs=num_seqs, norm_length=p.loss_norm_length or p.max_new_tokens)
         loss, st = policy_loss(logp, micro["old_logprobs"], micro["advantages"], mask, p.clip_low,
-                               clip_high=p.clip_high, loss_agg=p.loss_agg, **norm)
+                               clip_high=p.clip_high, loss_agg=p.loss_agg, token_weights=micro.get("tis_weights"),
+                               **norm)
         st["policy_loss"] = float(loss.detach())
         entropy = aggregate_loss(entropy_from_logits(logits), mask, p.loss_agg, **norm)
         st["entropy"] = float(entropy.detach())
@@ -60,6 +62,7 @@ class GRPOPolicyRole(PolicyRole):
             for k, v in st.items():
                 stats[k] = stats.get(k, 0.0) + v
         stats["actor_grad_norm"] = self._grad_norm()
+        self.weights_version += 1  # the rollout engine must be synced before the next rollout
         return stats
 
 

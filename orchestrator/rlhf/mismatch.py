@@ -49,16 +49,28 @@ def mismatch_stats(actor_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, 
     return out
 
 
-def engine_mismatch(exp: dict[str, Any], shards: Sequence[dict[str, Any]], cap: Optional[float]) -> dict[str, float]:
+def engine_mismatch(exp: dict[str, Any], engine_logprobs: Sequence[Optional[torch.Tensor]],
+                    cap: Optional[float]) -> dict[str, float]:
     """Fold the rollout engine's log-probs into the experience: mismatch stats, and ``exp["tis_weights"]``
-    when ``cap`` is set. ``shards`` are the actor ranks' rollout outputs in row order; returns {} (and
-    leaves ``exp`` alone) when the engine reports no log-probs (``hf``: it *is* the actor)."""
-    if any(s.get("logprobs") is None for s in shards):
+    when ``cap`` is set.
+
+    Args:
+        exp: the experience; its ``response_mask`` and ``old_logprobs`` (the actor's) are read.
+        engine_logprobs: ``[b_i, R_i]`` pieces in ``exp``'s row order (actor ranks' shards for ppo, sampled
+            groups for grpo), right-padded here to the mask's width.
+        cap: ``rollout.tis_cap`` (None: metrics only).
+
+    Returns:
+        The stats; {} (``exp`` left alone) when the engine reports no log-probs (``hf``: it *is* the actor).
+    """
+    if not engine_logprobs or any(lp is None for lp in engine_logprobs):
         return {}
     from orchestrator.rlhf.rollout import pad_right
 
     mask, actor = exp["response_mask"], exp["old_logprobs"]
-    engine = pad_right([s["logprobs"] for s in shards], 0.0)[:, :mask.shape[1]]
+    engine = pad_right(list(engine_logprobs), 0.0)[:, :mask.shape[1]]
+    if engine.shape[1] < mask.shape[1]:
+        engine = torch.nn.functional.pad(engine, (0, mask.shape[1] - engine.shape[1]))
     exp["engine_logprobs"] = engine
     weights = tis_weights(actor, engine, mask, cap)
     if weights is not None:

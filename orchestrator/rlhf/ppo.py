@@ -25,13 +25,14 @@ import numpy as np
 
 from orchestrator.rlhf.batches import left_pad_prompts
 from orchestrator.rlhf.controller import RoleController, RoleSpec
+from orchestrator.rlhf.engine_client import EngineRollouts
 from orchestrator.rlhf.groups import pass_rate
 from orchestrator.rlhf.grpo_roles import RewardFunctionRole, reward_base_dir, score_on_role
 from orchestrator.rlhf.kl import make_kl_controller
 from orchestrator.rlhf.mismatch import engine_mismatch
 from orchestrator.rlhf.preference import RewardNormalizer
 from orchestrator.rlhf.roles import CriticRole, PolicyRole
-from orchestrator.rlhf.rollout import make_experience, minibatch_indices, pad_right, select, sequence_batch, shard_rows
+from orchestrator.rlhf.rollout import make_experience, minibatch_indices, select, sequence_batch, shard_rows
 from orchestrator.training.sampler import StepSampler
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ _EXP_KEYS = ("input_ids", "attention_mask", "position_ids", "response_mask", "ol
              "advantages", "returns", "tis_weights")
 
 
-class PPOController(RoleController):
-    """Drives the four role groups (the loop, checkpoints and recovery: :class:`RoleController`).
+class PPOController(EngineRollouts, RoleController):
+    """Drives the four role groups (the loop, checkpoints and recovery: :class:`RoleController`; generation and
+    the rollout engines' weight sync: :class:`EngineRollouts`).
 
     Args:
         cfg: the frozen ``PPOConfig``.
@@ -122,13 +124,8 @@ class PPOController(RoleController):
         texts = [r["prompt"] for r in records]
         prompts = left_pad_prompts(self.tok, texts, self.cfg.model.seq_len - p.max_new_tokens)
         t0 = time.perf_counter()
-        import ray
-
-        g = self.groups["actor"]
-        shards = shard_rows(prompts, len(g)) if len(g) > 1 else [prompts]
-        resp = ray.get([w.rollout.remote(s, seed * 100003 + step, self.stop, self.tok.pad_token_id)
-                        for w, s in zip(g.workers, shards)])
-        responses = pad_right([r["responses"] for r in resp], self.tok.pad_token_id)
+        responses, engine_logprobs = self.rollout_responses(prompts, seed * 100003 + step, self.stop,
+                                                            self.tok.pad_token_id)
         batch = sequence_batch(prompts["input_ids"], prompts["attention_mask"], responses, self.stop,
                                self.tok.pad_token_id)
         t1 = time.perf_counter()
@@ -143,7 +140,7 @@ class PPOController(RoleController):
         scores = self.normalizer.normalize(raw)
         exp, stats = make_experience(batch, logp, ref, values, scores, beta=self.kl_ctl.value, kl_kind=p.kl_kind,
                                      gamma=p.gamma, lam=p.lam, whiten=p.whiten_advantages)
-        stats.update(engine_mismatch(exp, resp, self.cfg.rollout.tis_cap))
+        stats.update(engine_mismatch(exp, engine_logprobs, self.cfg.rollout.tis_cap))
         t2 = time.perf_counter()
         functions = {k: v for k, v in scored["per_function"].items() if k != "model"}
         rule = scored["functions_total"]
@@ -181,16 +178,6 @@ class PPOController(RoleController):
         if train_actor:
             self.sync_rollout_engines()
         return {k: v / n_updates for k, v in sums.items()}
-
-    def sync_rollout_engines(self) -> None:
-        """Weights of every actor rank into its rollout engine (a no-op for ``rollout.engine=hf``)."""
-        import ray
-
-        ray.get(self.groups["actor"].call("sync_rollout_engine"))
-
-    def after_load(self) -> None:
-        """A checkpoint was loaded into the roles (resume, recovery): the engines take the actor's weights."""
-        self.sync_rollout_engines()
 
     def step_stats(self, step: int) -> tuple[dict[str, float], dict[str, Any]]:
         exp, stats, samples = self.rollout(step)

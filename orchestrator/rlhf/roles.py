@@ -185,10 +185,6 @@ class PolicyRole(RoleBase):
             engine.sync(full_named_parameters(self.model, self.cfg.parallel.zero_stage), self.weights_version)
         return engine.version
 
-    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int | list[int], pad_id: int) -> torch.Tensor:
-        """Only the responses of :meth:`rollout`."""
-        return self.rollout(prompts, seed, eos_id, pad_id)["responses"]
-
     @torch.no_grad()
     def logprobs(self, batch: dict[str, Any]) -> torch.Tensor:
         """[B, R] log-probabilities of the response tokens."""

@@ -91,7 +91,7 @@ class HFEngine:
         self.model, self.rank, self.version = model, rank, 0
 
     @torch.no_grad()
-    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int, pad_id: int,
+    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int | list[int], pad_id: int,
                  sampling: Sampling) -> dict[str, Optional[torch.Tensor]]:
         torch.manual_seed(seed * 1000 + self.rank)
         self.model.eval()
@@ -155,18 +155,21 @@ class VLLMEngine:
     def version(self, value: int) -> None:
         self.llm.update_weight_version(str(int(value)))
 
-    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int, pad_id: int,
+    def generate(self, prompts: dict[str, torch.Tensor], seed: int, eos_id: int | list[int], pad_id: int,
                  sampling: Sampling) -> dict[str, Optional[torch.Tensor]]:
+        """One request per row (a grpo group is ``group_size`` consecutive rows of one prompt), each with its
+        own seed, so a group's samples differ and a recomputed step draws the same ones."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        stops = [eos_id] if isinstance(eos_id, int) else list(eos_id)  # a chat template's end of turn too
         reqs, params = [], []
         for row, (ids, att) in enumerate(zip(prompts["input_ids"], prompts["attention_mask"])):
             reqs.append(TokensPrompt(prompt_token_ids=ids[att.bool()].tolist()))
             params.append(SamplingParams(
                 n=1, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
                 max_tokens=sampling.max_new_tokens, seed=request_seed(seed, self.rank, row), logprobs=0,
-                stop_token_ids=[eos_id], detokenize=False))
+                stop_token_ids=stops, detokenize=False))
         outs = self.llm.generate(reqs, params, use_tqdm=False)
         B, R = len(outs), max(1, max(len(o.outputs[0].token_ids) for o in outs))
         responses = torch.full((B, R), pad_id, dtype=torch.long)

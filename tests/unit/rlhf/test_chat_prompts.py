@@ -61,15 +61,15 @@ class _Remote:
 
 
 class _FakeActor:
-    """An actor role whose ``generate`` returns fixed responses and records the stop ids it was given."""
+    """An actor role whose ``rollout`` returns fixed responses and records the stop ids it was given."""
 
     def __init__(self, responses):
         self.stops = None
 
-        def generate(prompts, seed, eos_id, pad_id):
+        def rollout(prompts, seed, eos_id, pad_id):
             self.stops = eos_id
-            return responses[: prompts["input_ids"].shape[0]]
-        self.generate = _Remote(generate)
+            return {"responses": responses[: prompts["input_ids"].shape[0]], "logprobs": None}
+        self.rollout = _Remote(rollout)
 
 
 def test_grpo_generation_stops_at_the_chat_templates_end_of_turn(tok, tmp_path, monkeypatch):  # noqa: F811
@@ -90,7 +90,8 @@ def test_grpo_generation_stops_at_the_chat_templates_end_of_turn(tok, tmp_path, 
     actor = _FakeActor(responses)
     ctl.groups = {"actor": type("G", (), {"workers": [actor], "__len__": lambda self: 1})()}
     monkeypatch.setattr(ray, "get", lambda refs: refs)
-    batch = ctl._generate([records[0]["prompt"]] * 3, seed=0)
+    batch, engine_logprobs = ctl._generate([records[0]["prompt"]] * 3, seed=0)
+    assert engine_logprobs is None  # hf: no engine log-probs
     assert actor.stops == [end, tok.eos_token_id]  # the engine stops at the end of turn, and at EOS
     assert batch["response_mask"].tolist() == [[1.0] * (n + 1) + [0.0] * 2] * 2 + [[1.0] * (n + 3)]
     # with flat prompts (no template in play) EOS alone ends a response, as before

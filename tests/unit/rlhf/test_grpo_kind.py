@@ -115,9 +115,9 @@ def test_held_out_evaluation_scores_fixed_draws_of_the_eval_prompts(tmp_path, mo
                          tracker=None, env={}, eval_records=evals)
     seeds, scored_ids = [], []
 
-    def generate(prompts, seed, eos_id, pad_id):
+    def rollout(prompts, seed, eos_id, pad_id):
         seeds.append(seed)
-        return torch.full((prompts["input_ids"].shape[0], 2), eos_id)
+        return {"responses": torch.full((prompts["input_ids"].shape[0], 2), eos_id), "logprobs": None}
 
     def score(batch, records):
         scored_ids.extend(r["id"] for r in records)
@@ -127,7 +127,7 @@ def test_held_out_evaluation_scores_fixed_draws_of_the_eval_prompts(tmp_path, mo
     def group(method, fn):
         return type("G", (), {"workers": [type("W", (), {method: type("R", (), {"remote": staticmethod(fn)})})()],
                               "__len__": lambda self: 1})()
-    ctl.groups = {"actor": group("generate", generate), "reward": group("score", score)}
+    ctl.groups = {"actor": group("rollout", rollout), "reward": group("score", score)}
     monkeypatch.setattr(ray, "get", lambda refs: refs)
     assert ctl.evaluate(step=1) == {"eval_reward_mean": 0.5, "eval_pass_rate": 0.5}
     assert scored_ids == ["e0", "e0", "e1", "e1", "e2", "e2"] and len(seeds) == 2  # 6 completions, chunks of 4
