@@ -60,7 +60,7 @@ def _wait_for(path: Path, timeout_s: float) -> None:
 
 
 def test_stop_marks_run_killed_and_resume_continues_the_same_run(local_cluster, finished_pretrain):
-    steps = 14
+    steps = 120  # long enough that the stop lands mid-run (a tiny step takes ~0.1 s once the workers are up)
     sub = local_cluster.cli(*local_cluster.submit_args("stopresume", f"trainer.max_steps={steps}"))
     assert sub.returncode == 0, sub.stdout + sub.stderr
     job_id, run_id = field_of(sub.stdout, "job"), field_of(sub.stdout, "mlflow_run_id")
