@@ -49,8 +49,8 @@ def test_preference_chat_record_shares_prompt_and_trains_replies(tok):
     chosen, rejected = [{"role": "assistant", "content": "hi"}], [{"role": "assistant", "content": "cold"}]
     [(c, r)] = encode_records(tok, [{"id": "p", "prompt": prompt, "chosen": chosen, "rejected": rejected}],
                               "preference", 512, 48)
-    assert (c.ids, c.loss_mask) == build(tok, *chatml(tok, prompt + chosen, trained={2}))
-    assert (r.ids, r.loss_mask) == build(tok, *chatml(tok, prompt + rejected, trained={2}))
+    assert (c.ids, c.loss_mask) == build(tok, *chatml(tok, prompt + chosen, trained={2})[:-1])
+    assert (r.ids, r.loss_mask) == build(tok, *chatml(tok, prompt + rejected, trained={2})[:-1])
     shared = len(build(tok, *chatml(tok, prompt))[0]) + 2  # prompt turns + "<|im_start|>" "assistant\n"
     assert c.ids[:shared] == r.ids[:shared] and not any(c.loss_mask[:shared])
 
