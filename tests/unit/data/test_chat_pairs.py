@@ -68,7 +68,7 @@ def test_second_template_pair_shares_its_own_header_and_ends_at_eos(raw_tok):  #
     assert tok.decode(head).endswith("### USER:\nweather in paris\n\n### ASSISTANT:\n")
     n = len(head)
     assert c["input_ids"][:n] == r["input_ids"][:n] == head
-    assert first_difference(c["input_ids"], r["input_ids"]) >= n - 1  # BPE may join the header's "\n" to a reply
+    assert first_difference(c["input_ids"], r["input_ids"]) == n
     for out, reply in ((c, CHOSEN), (r, REJECTED)):
         assert out["input_ids"][-1] == eos and out["loss_mask"][-1] == 1
         assert tok.decode(out["input_ids"]) == tok.decode(head) + reply[0]["content"] + tok.eos_token
