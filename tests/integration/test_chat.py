@@ -98,7 +98,7 @@ def chat_reward_model(chat_pairs):
 
     cfg = job_cfg("reward_model", chat_pairs["ws"], "chat_rm", f"model.pretrained={chat_pairs['policy']}",
                   f"data.path={chat_pairs['prep']['dataset_dir']}", f"model.seq_len={SEQ_LEN}",
-                  "trainer.max_steps=50", "trainer.global_batch_size=32", "parallel.micro_batch_size=16",
+                  "trainer.max_steps=40", "trainer.global_batch_size=32", "parallel.micro_batch_size=16",
                   # constant LR, 32 pairs a step: the head starts on a plateau (the SFT model's state at
                   # <|im_end|> hardly varies) that a decaying LR or smaller batches leave too slowly
                   "optim=adamw_constant", "trainer.lr=2e-3", "trainer.save_every=0", "tracking.enabled=false")
