@@ -211,8 +211,10 @@ def tokenize_preference(tokenizer: Any, prompt: Sequence[dict], chosen: Sequence
     """Chosen and rejected sequences of a preference pair sharing one prompt conversation.
 
     Both sequences render ``prompt + reply``; the loss mask covers the assistant messages of the reply
-    only. When either is too long, the same oldest prompt turns are dropped from both, so they keep
-    sharing their prompt tokens.
+    only. Each sequence ends at its reply's end-of-turn marker: what the template writes after it (the
+    ``\n`` separator of the default) is cut, so a reward model's score position (the last token) is the
+    marker, as it is for a PPO response, which stops there. When either is too long, the same oldest
+    prompt turns are dropped from both, so they keep sharing their prompt tokens.
 
     Args:
         tokenizer: a fast tokenizer with a checked chat template.
@@ -226,15 +228,13 @@ def tokenize_preference(tokenizer: Any, prompt: Sequence[dict], chosen: Sequence
         ``(chosen, rejected)`` examples, or ``None`` when they cannot fit.
 
     Raises:
-        ChatFormatError: malformed messages, a reply without an assistant message, or identical replies.
+        ChatFormatError: malformed messages, a reply that does not start and end with an assistant
+            message, or identical replies.
     """
     prompt = prompt_messages(prompt, record_id)
     pair = []
     for name, reply in (("chosen", chosen), ("rejected", rejected)):
-        if not isinstance(reply, list) or not reply or not isinstance(reply[0], dict) \
-                or reply[0].get("role") != "assistant":
-            raise ChatFormatError("no_assistant", f"{name} must be a list of messages starting with an assistant "
-                                  "message", record_id)
+        check_reply(reply, name, record_id)
         pair.append(validate_messages(list(prompt) + reply, record_id))
     if pair[0] == pair[1]:
         raise ChatFormatError("identical_pair", "chosen and rejected are identical", record_id)
@@ -246,10 +246,29 @@ def tokenize_preference(tokenizer: Any, prompt: Sequence[dict], chosen: Sequence
         out = []
         for msgs in pair:
             cand = head + msgs[len(prompt):]
-            out.append(encode_rendered(tokenizer, cand, _trained(cand, "all_assistant", start=len(head))))
+            ids, mask = encode_rendered(tokenizer, cand, _trained(cand, "all_assistant", start=len(head)))
+            end = len(mask) - mask[::-1].index(1)  # just after the last trained token: the end-of-turn marker
+            out.append((ids[:end], mask[:end]))
         if all(len(ids) <= seq_len for ids, _ in out):
             return _example(*out[0], dropped), _example(*out[1], dropped)
     return None
+
+
+def check_reply(reply: Any, name: str, record_id: Any = None) -> None:
+    """A preference reply is a message list that starts with an assistant message and ends with one
+    (tool calls and results may sit between): the sequence's last trained token is then its end of turn.
+
+    Raises:
+        ChatFormatError: ``no_assistant`` when it does not start with an assistant message,
+            ``bad_order`` when it ends with another role.
+    """
+    if not isinstance(reply, list) or not reply or not isinstance(reply[0], dict) \
+            or reply[0].get("role") != "assistant":
+        raise ChatFormatError("no_assistant", f"{name} must be a list of messages starting with an assistant "
+                              "message", record_id)
+    if not isinstance(reply[-1], dict) or reply[-1].get("role") != "assistant":
+        raise ChatFormatError("bad_order", f"{name} must end with an assistant message (not a tool result)",
+                              record_id)
 
 
 def prompt_messages(messages: Sequence[dict], record_id: Any = None) -> list[dict]:

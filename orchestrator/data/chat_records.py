@@ -5,7 +5,7 @@ Canonical forms (messages validated by :func:`orchestrator.data.chat.validate_me
 - ``sft``: ``{"messages": [...]}`` with at least one assistant message.
 - ``preference``: ``{"prompt": [...], "chosen": [...], "rejected": [...]}``; ``prompt`` is the shared
   conversation (ends with a user or tool message), ``chosen``/``rejected`` the two replies, each a
-  message list starting with an assistant message.
+  message list starting and ending with an assistant message (tool calls and results may sit between).
 - ``prompts``: ``{"prompt": [...]}`` ending with a user or tool message.
 
 Accepted inputs: sft and prompts records carry a ``messages`` list (a prompts record's trailing
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.data.chat import ChatFormatError, prompt_messages, validate_messages
+from orchestrator.data.chat import ChatFormatError, check_reply, prompt_messages, validate_messages
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,13 @@ def preference_record(record: dict, fields: ChatFields = ChatFields(), record_id
         chosen = validate_messages(chosen, record_id)
         rejected = validate_messages(rejected, record_id)
         prompt, chosen, rejected = _split_pair(chosen, rejected, record_id)
+        check_reply(chosen, fields.chosen, record_id)
+        check_reply(rejected, fields.rejected, record_id)
     else:
         prompt = prompt_messages(_as_messages(shared, "user"), record_id)
         n = len(prompt)
-        for reply in (chosen, rejected):
-            if not isinstance(reply, list) or not reply or not isinstance(reply[0], dict) \
-                    or reply[0].get("role") != "assistant":
-                raise ChatFormatError("no_assistant", "a reply must start with an assistant message", record_id)
+        check_reply(chosen, fields.chosen, record_id)
+        check_reply(rejected, fields.rejected, record_id)
         chosen = validate_messages(prompt + chosen, record_id)[n:]
         rejected = validate_messages(prompt + rejected, record_id)[n:]
         if chosen == rejected:

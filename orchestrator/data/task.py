@@ -48,10 +48,12 @@ def sample_response(rng: random.Random, topic: str, k: int, on_topic: float = SF
 
 
 def parse_prompt(prompt: str) -> tuple[str, int] | None:
-    m = _PROMPT_RE.search(prompt)
-    if not m or m.group(2) not in TOPICS:
+    """``(topic, k)`` of the last request in ``prompt``: a rendered conversation holds every earlier
+    user turn too, and the response answers the last one."""
+    found = _PROMPT_RE.findall(prompt)
+    if not found or found[-1][1] not in TOPICS:
         return None
-    return m.group(2), int(m.group(1))
+    return found[-1][1], int(found[-1][0])
 
 
 def score(prompt: str, response: str) -> float:
@@ -131,6 +133,70 @@ def chat_records(n: int, seed: int, max_turns: int = 3, on_topic: float = 1.0, b
         out.append({"id": f"chat-{seed}-{i}", "messages": msgs})
     if bad:
         out += [{"id": f"bad-{reason}", "messages": msgs} for reason, msgs in BAD_CONVERSATIONS.items()]
+    return out
+
+
+_ASK = {"role": "user", "content": "list 2 fruit:"}
+#: Malformed preference records planted by :func:`chat_preference_records` (``bad=True``), by their reason.
+BAD_PREFERENCES = {
+    "unknown_role": {"messages": [{"role": "robot", "content": "list 2 fruit:"}], "chosen": "plum pear",
+                     "rejected": "red cat"},
+    "empty_content": {"messages": [_ASK], "chosen": "plum pear", "rejected": "  "},
+    "no_assistant": {"messages": [_ASK], "chosen": [{"role": "user", "content": "plum pear"}], "rejected": "red cat"},
+    "tool_without_call": {"messages": [_ASK, {"role": "tool", "content": "plum"}], "chosen": "plum pear",
+                          "rejected": "red cat"},
+    "identical_pair": {"chosen": [_ASK, {"role": "assistant", "content": "plum pear"}],
+                       "rejected": [_ASK, {"role": "assistant", "content": "plum pear"}]},
+}
+#: Malformed prompt conversations planted by :func:`chat_prompt_records` (``bad=True``), by their reason.
+BAD_PROMPTS = {
+    "unknown_role": [{"role": "robot", "content": "list 2 fruit:"}],
+    "empty_content": [{"role": "system", "content": CHAT_SYSTEM}, {"role": "user", "content": " "}],
+    "no_user": [{"role": "system", "content": CHAT_SYSTEM}],
+    "tool_without_call": [_ASK, {"role": "tool", "content": "plum"}],
+}
+
+
+def _history(rng: random.Random, turns: int) -> list[dict]:
+    """A system message and ``turns`` exchanges with on-topic replies."""
+    msgs = [{"role": "system", "content": CHAT_SYSTEM}]
+    for _ in range(turns):
+        prompt, topic, k = make_prompt(rng)
+        msgs += [{"role": "user", "content": prompt},
+                 {"role": "assistant", "content": sample_response(rng, topic, k, 1.0).strip()}]
+    return msgs
+
+
+def chat_preference_records(n: int, seed: int, max_turns: int = 3, bad: bool = False) -> list[dict]:
+    """Multi-turn preference pairs: a conversation (system, 0..``max_turns - 1`` earlier exchanges, a last
+    request), the chosen reply all on-topic (score 1), the rejected one all off-topic (score 0). Even
+    records give ``chosen``/``rejected`` as whole conversations, odd ones as reply strings beside the
+    shared ``messages`` (both input forms). ``bad`` appends :data:`BAD_PREFERENCES` (ids ``bad-<reason>``)."""
+    rng = random.Random(seed)
+    out: list[dict] = []
+    for i in range(n):
+        msgs = _history(rng, rng.randint(0, max_turns - 1))
+        prompt, topic, k = make_prompt(rng)
+        msgs.append({"role": "user", "content": prompt})
+        chosen = sample_response(rng, topic, k, 1.0).strip()
+        others = [w for t, ws in TOPICS.items() if t != topic for w in ws]
+        rejected = " ".join(rng.choice(others) for _ in range(k))
+        if i % 2 == 0:
+            out.append({"id": f"chatpref-{seed}-{i}", "chosen": msgs + [{"role": "assistant", "content": chosen}],
+                        "rejected": msgs + [{"role": "assistant", "content": rejected}]})
+        else:
+            out.append({"id": f"chatpref-{seed}-{i}", "messages": msgs, "chosen": chosen, "rejected": rejected})
+    if bad:
+        out += [{"id": f"bad-{reason}", **rec} for reason, rec in BAD_PREFERENCES.items()]
+    return out
+
+
+def chat_prompt_records(n: int, seed: int, max_turns: int = 3, bad: bool = False) -> list[dict]:
+    """Conversation prompts: :func:`chat_records` conversations, whose last assistant reply (a reference
+    answer) ``data_prep`` removes for ``data.format=prompts``; ``bad`` appends :data:`BAD_PROMPTS`."""
+    out = chat_records(n, seed, max_turns=max_turns)
+    if bad:
+        out += [{"id": f"bad-{reason}", "messages": msgs} for reason, msgs in BAD_PROMPTS.items()]
     return out
 
 

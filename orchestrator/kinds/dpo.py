@@ -49,12 +49,30 @@ class DPOTask(TrainTask):
     data_format = "preference"
     upstream_keys = ("dpo.reference",)
 
-    def objective(self, ctx: WorkerContext) -> Objective:
+    def reference(self, ctx: WorkerContext) -> Any:
+        """The frozen reference: ``dpo.reference``, else the policy's starting point built exactly as the
+        policy is (:meth:`build_model`), so a chat template's added control tokens get the same embedding
+        rows in both and the implicit reward starts at exactly 0.
+
+        A ``dpo.reference`` whose vocabulary is smaller than the job's tokenizer (a template's tokens were
+        added) is resized the same way, seeded; its rows for those tokens are then new, not the policy's.
+        """
         import torch
         from transformers import AutoModelForCausalLM
 
-        path = ctx.upstream.get("dpo.reference") or ctx.model_dir  # default: a frozen copy of the start
-        ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32) if path else self.build_model(ctx)
+        from orchestrator.models.build import seed_everything
+
+        path = ctx.upstream.get("dpo.reference")
+        if not path or path == ctx.model_dir:
+            return self.build_model(ctx)
+        ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        if ctx.tokenizer is not None and len(ctx.tokenizer) > ref.get_input_embeddings().num_embeddings:
+            seed_everything(ctx.cfg.trainer.seed)
+            ref.resize_token_embeddings(len(ctx.tokenizer), mean_resizing=False)
+        return ref
+
+    def objective(self, ctx: WorkerContext) -> Objective:
+        ref = self.reference(ctx)
         ref.requires_grad_(False)
         ref.eval()
         o = ctx.cfg.dpo

@@ -124,11 +124,18 @@ def encode_records(tok: Any, records: Sequence[dict], fmt: str, seq_len: int, ma
     are rendered with the tokenizer's chat template, loss on assistant tokens only (``train_on``); a
     conversation that cannot fit ``seq_len`` even without its oldest turns is dropped.
 
+    A chat record this tokenizer refuses (content spelling one of its special tokens, which data_prep,
+    not knowing the training tokenizer, lets through; or a record that skipped data_prep) is dropped
+    and counted by reason, never fatal.
+
     Args:
-        counts: filled with ``chat`` (chat records seen), ``dropped_too_long`` and ``turns_dropped``.
+        counts: filled with ``chat`` (chat records seen), ``dropped_too_long``, ``turns_dropped`` and
+            ``dropped_malformed``, plus ``malformed_<reason>`` per reason seen.
     """
+    from orchestrator.data.chat import ChatFormatError
+
     out: list[Any] = []
-    stats = {"chat": 0, "dropped_too_long": 0, "turns_dropped": 0}
+    stats = {"chat": 0, "dropped_too_long": 0, "turns_dropped": 0, "dropped_malformed": 0}
     for r in records:
         if not is_chat(r):
             if fmt == "sft":
@@ -138,7 +145,14 @@ def encode_records(tok: Any, records: Sequence[dict], fmt: str, seq_len: int, ma
                             encode_pair(tok, r["prompt"], r["rejected"], seq_len, max_prompt_tokens)))
             continue
         stats["chat"] += 1
-        enc = _encode_chat(tok, r, fmt, seq_len, train_on)
+        try:
+            enc = _encode_chat(tok, r, fmt, seq_len, train_on)
+        except ChatFormatError as e:
+            stats["dropped_malformed"] += 1
+            stats[f"malformed_{e.reason}"] = stats.get(f"malformed_{e.reason}", 0) + 1
+            if stats["dropped_malformed"] <= 3:
+                log.warning("conversation dropped: %s", e)
+            continue
         if enc is None:
             stats["dropped_too_long"] += 1
         else:
@@ -147,6 +161,9 @@ def encode_records(tok: Any, records: Sequence[dict], fmt: str, seq_len: int, ma
     if stats["dropped_too_long"]:
         log.warning("%d of %d conversations do not fit seq_len=%d even without their oldest turns: dropped",
                     stats["dropped_too_long"], stats["chat"], seq_len)
+    if stats["dropped_malformed"]:
+        log.warning("%d of %d conversations refused by this tokenizer (%s): dropped", stats["dropped_malformed"],
+                    stats["chat"], ", ".join(f"{k[10:]}: {v}" for k, v in stats.items() if k.startswith("malformed_")))
     if counts is not None:
         counts.update(stats)
     return out

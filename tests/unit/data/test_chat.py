@@ -228,14 +228,14 @@ def test_preference_pair_shares_prompt_and_trains_replies_only(tok):
     chosen = [{"role": "assistant", "content": "it is sunny"}]
     rejected = [{"role": "assistant", "content": "cold and windy"}]
     c, r = tokenize_preference(tok, prompt, chosen, rejected, 512)
-    check(tok, c, chatml(tok, prompt + chosen, trained={4}))
-    check(tok, r, chatml(tok, prompt + rejected, trained={4}))
+    check(tok, c, chatml(tok, prompt + chosen, trained={4})[:-1])  # each ends at its reply's <|im_end|>
+    check(tok, r, chatml(tok, prompt + rejected, trained={4})[:-1])
     n = len(build(tok, *chatml(tok, prompt))[0])
     assert c["input_ids"][:n] == r["input_ids"][:n] and not any(c["loss_mask"][:n])
     # too long for the whole prompt: the same oldest turn goes from both
     c2, r2 = tokenize_preference(tok, prompt, chosen, rejected, len(c["input_ids"]) - 1)
     assert c2["num_turns_dropped"] == r2["num_turns_dropped"] == 1
-    check(tok, r2, chatml(tok, [CONV[0], CONV[3]] + rejected, trained={2}))
+    check(tok, r2, chatml(tok, [CONV[0], CONV[3]] + rejected, trained={2})[:-1])
     assert tokenize_preference(tok, prompt, chosen, rejected, 8) is None
     with pytest.raises(ChatFormatError) as e:
         tokenize_preference(tok, prompt, chosen, list(chosen), 512)

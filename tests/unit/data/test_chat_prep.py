@@ -63,3 +63,30 @@ def test_preference_and_prompts_in_chat_form(tmp_path):
     conv = task.chat_records(1, seed=2)[0]
     _, [rec] = _run(tmp_path / "b", [conv], format="prompts")
     assert rec == {"id": conv["id"], "prompt": conv["messages"][:-1]}
+
+
+def test_preference_conversations_both_forms_and_quarantine_per_reason(tmp_path):
+    recs = task.chat_preference_records(6, seed=3, bad=True)
+    summary, kept = _run(tmp_path, recs, format="preference")
+    assert summary["quarantined"] == {f"chat_{r}": 1 for r in task.BAD_PREFERENCES}
+    assert summary["docs_in"] == summary["docs_out"] == 6
+    by_id = {r["id"]: r for r in kept}
+    for i, raw in enumerate(recs[:6]):
+        rec = by_id[raw["id"]]
+        assert set(rec) == {"id", "prompt", "chosen", "rejected"}
+        prompt = raw["chosen"][:-1] if i % 2 == 0 else raw["messages"]  # whole conversations / shared prompt
+        assert rec["prompt"] == prompt and rec["prompt"][-1]["role"] == "user"
+        ask = rec["prompt"][-1]["content"]
+        [c], [r] = rec["chosen"], rec["rejected"]
+        assert c["role"] == r["role"] == "assistant"
+        assert task.score(ask, c["content"]) == 1.0 and task.score(ask, r["content"]) == 0.0
+
+
+def test_prompt_conversations_keep_up_to_the_last_request_and_quarantine_per_reason(tmp_path):
+    recs = task.chat_prompt_records(4, seed=3, bad=True)
+    summary, kept = _run(tmp_path, recs, format="prompts")
+    assert summary["quarantined"] == {f"chat_{r}": 1 for r in task.BAD_PROMPTS}
+    by_id = {r["id"]: r for r in kept}
+    assert len(kept) == 4
+    for raw in recs[:4]:
+        assert by_id[raw["id"]] == {"id": raw["id"], "prompt": raw["messages"][:-1]}  # reference answer removed
