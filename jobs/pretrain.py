@@ -1,4 +1,4 @@
-"""`pretrain` job: pretrain a causal LM from scratch with DeepSpeed on Ray Train workers.
+"""`pretrain` job: pretrain a causal LM from scratch with DeepSpeed on a Ray worker group.
 
 Commands:
     orchestrator run pretrain                              # local smoke run (Ray started in-process)

@@ -9,7 +9,8 @@
 # Settings (environment): CLUSTER_DIR (state, logs, MLflow db and artifacts; default outputs/cluster-local),
 # RAY_PORT (6379), DASHBOARD_PORT (8265), RAY_CLIENT_PORT (10001), MLFLOW_PORT (5000), NUM_CPUS (all),
 # MULTI_NODE (1: other nodes may join), RAY_TEMP_DIR (default $CLUSTER_DIR/ray), LABELS (node labels, default node_group=head), RAY_START_EXTRA (more
-# `ray start` flags, e.g. fixed agent ports). Ray workers on the head see ORCHESTRATOR_LOCAL_DIR=$CLUSTER_DIR/scratch.
+# `ray start` flags, e.g. fixed agent ports), START_WAIT_S (seconds to wait for each service, 300). Ray workers on
+# the head see ORCHESTRATOR_LOCAL_DIR=$CLUSTER_DIR/scratch.
 # More nodes join with cluster/local/join.sh.
 # Token: RAY_AUTH_TOKEN if set, else the file RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (generated if absent).
 set -euo pipefail
@@ -60,13 +61,17 @@ echo $! >"$CLUSTER_DIR/ray.pid"
 
 # Proxied artifacts: clients (and Ray workers on any node) upload through the server, which stores
 # them under --artifacts-destination; nothing lands on a worker's local disk.
-setsid "$MLFLOW" server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
+# The tracking database starts as a copy of the project's cached, migrated empty schema (a fresh sqlite
+# file costs the server minutes of Alembic migrations on a loaded 2-core machine before /health answers);
+# MLflow 3.17's background job runners (GenAI evaluation jobs) are not used by training runs.
+"$(dirname "$(command -v "$MLFLOW")")/python" -c "from orchestrator.tracking.store import prepare_local_store; prepare_local_store('sqlite:///$CLUSTER_DIR/mlflow.db')" 2>/dev/null || true
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$MLFLOW" server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
   --backend-store-uri "sqlite:///$CLUSTER_DIR/mlflow.db" \
   --serve-artifacts --artifacts-destination "$CLUSTER_DIR/mlartifacts" >"$CLUSTER_DIR/mlflow.log" 2>&1 < /dev/null &
 echo $! >"$CLUSTER_DIR/mlflow.pid"
 
 wait_http() {  # url, expected status codes (regex), what, log
-  for _ in $(seq 180); do
+  for _ in $(seq "${START_WAIT_S:-300}"); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
     [[ $code =~ $2 ]] && return 0
     sleep 1

@@ -19,7 +19,7 @@ class ClusterConfig(Frozen):
     """Ray address: null starts a local Ray runtime in-process (embedded default); ``auto`` joins a
     running local cluster; ``ray://host:10001`` or a dashboard URL ``http://host:8265`` for remote."""
     num_workers: int = 2
-    """Training workers (Ray Train ranks); world size = dp * tp * pp."""
+    """Training workers (ranks of the worker group, one Ray actor each); world size = dp * tp * pp."""
     use_gpu: bool = False
     """One GPU per worker with NCCL; false trains on CPU with gloo and ``DS_ACCELERATOR=cpu``."""
     cpus_per_worker: int = 1
@@ -30,7 +30,7 @@ class ClusterConfig(Frozen):
     """Preset name; matches ``cluster/<name>...`` definitions for deployable clusters."""
     placement: str = "pack"
     """Where the training ranks go: ``pack`` fills as few nodes as hold them (consecutive ranks together:
-    fastest collectives; Ray Train's default), ``spread`` puts each rank on a different node while there
+    fastest collectives), ``spread`` puts each rank on a different node while there
     are free nodes (survives a node loss with the least work lost, spreads host memory and disk I/O). Both
     are soft: when the preferred nodes are full Ray uses any node with room. PPO/GRPO roles follow it
     when ``ppo.colocate=false``."""
@@ -38,7 +38,11 @@ class ClusterConfig(Frozen):
     """Checkpoint storage that every node mounts at this path (NFS, EFS, CephFS, Lustre, a FUSE-mounted
     bucket): committed checkpoints go to ``<storage_path>/<run_name>/checkpoints`` and resume and recovery
     read them there, so ``output_dir`` may be a node's local disk. null = ``<output_dir>/checkpoints``
-    (then output_dir itself must be shared on multi-node clusters). Ray Train keeps its run state there too."""
+    (then output_dir itself must be shared on multi-node clusters)."""
+    dashboard: bool = False
+    """Start Ray's dashboard (127.0.0.1, token auth) with the in-process local Ray (address=null). Off by
+    default: its processes cost a local job several seconds of start-up and nothing in a job needs it;
+    ``ray start`` clusters have their own."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for workers (secret values are never logged)."""
 

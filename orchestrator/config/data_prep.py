@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from orchestrator.config.base import Frozen
+from orchestrator.config.data import DEMO_TASKS
 from orchestrator.config.errors import require
 
 INPUT_FORMATS = ("auto", "jsonl", "parquet", "hf")
@@ -337,6 +338,10 @@ class DataPrepDataConfig(Frozen):
     demo_num_docs: int = 600
     """Original documents of the generated demo corpus (data.input=null); duplicates, junk and
     malformed lines are added on top."""
+    task: str = "fruit"
+    """Which generated task the demo records of the post-training formats come from (``data.input=null``
+    and ``format`` sft/preference/prompts): ``fruit`` (``orchestrator.data.task``) or ``arithmetic``
+    (``orchestrator.data.arithmetic``: "compute 7-9:", exact match on the final number)."""
     plots: bool = True
     """Log histograms of the filter statistics to MLflow (needs matplotlib)."""
 
@@ -353,6 +358,8 @@ class DataPrepDataConfig(Frozen):
                 "use e.g. data.shuffle_partition_mb=32")
         require(self.on_bad_file in ("quarantine", "fail"), "data.on_bad_file", f"unknown {self.on_bad_file!r}",
                 "use quarantine or fail")
+        require(self.task in DEMO_TASKS, "data.task", f"unknown generated task {self.task!r}",
+                f"use one of {', '.join(DEMO_TASKS)}")
         require(self.demo_num_docs >= 10, "data.demo_num_docs", "must be >= 10", "use e.g. data.demo_num_docs=600")
         require(self.vocab_size >= 259, "data.vocab_size", "a byte-level BPE needs >= 259 entries",
                 "use e.g. data.vocab_size=512")

@@ -63,7 +63,7 @@ def checkpoint_root(cfg: JobConfig) -> Path:
     """Where a run's committed checkpoints live: ``<cluster.storage_path>/<run_name>/checkpoints`` when a
     storage path is set (a filesystem every node mounts; the output directory may then be node-local),
     else ``<output_dir>/checkpoints``. Every rank writes its shards there, the commit marker last; resume
-    (a new job, or Ray Train's restart after a node loss) reads from there."""
+    (a new job, or the worker group's restart after a node loss) reads from there."""
     if cfg.cluster.storage_path:
         return Path(cfg.cluster.storage_path) / cfg.run_name / "checkpoints"
     return Path(cfg.output_dir) / "checkpoints"

@@ -72,8 +72,8 @@ def activation_bytes(cfg: TrainJobConfig, tp: int, pp: int, bytes_per_value: int
 def placement_plan(strategy: str, world: int, model_parallel: int) -> dict[str, Any]:
     """Which ranks land together under ``cluster.placement``.
 
-    ``pack``: one group of every rank, filled onto as few nodes as hold them; Ray Train numbers the workers
-    node by node, so a node holds consecutive ranks and a model-parallel group (``model_parallel``
+    ``pack``: one group of every rank, filled onto as few nodes as hold them; the worker group numbers the
+    ranks node by node, so a node holds consecutive ranks and a model-parallel group (``model_parallel``
     consecutive ranks) stays inside one node whenever a node holds a multiple of it. ``spread``: one rank
     per node while there are free nodes (a group per rank).
     """

@@ -40,6 +40,16 @@ class SFTOptions(Frozen):
     lora_target_modules: Optional[list[str]] = None
     """Module names to adapt; null = peft's default for the architecture (q_proj/v_proj for llama,
     c_attn for gpt2)."""
+    sample_every: int = 50
+    """Every N optimizer steps (and at the last one) log a table of held-out prompts, the model's greedy
+    responses and the reference responses to MLflow (``samples/step_<k>.json``); 0 = off. 50 because a
+    table costs ``num_samples_logged`` greedy generations of at most ``sample_max_new_tokens`` on rank 0
+    while the other ranks wait (the demo model: 4 x 32 tokens in 3 s on a 2-core CPU under heavy load),
+    small next to 50 training steps, while a run of a few hundred steps still shows several."""
+    num_samples_logged: int = 4
+    """Rows in each sample table: a handful to read, not an evaluation set."""
+    sample_max_new_tokens: int = 32
+    """Cap on each greedy response of a sample table (tokens): long enough for a short answer, cheap."""
 
     def __post_init__(self) -> None:
         require(self.max_prompt_tokens >= 1, "sft.max_prompt_tokens", "must be >= 1", "use e.g. 48")
@@ -47,6 +57,9 @@ class SFTOptions(Frozen):
                 f"unknown value {self.train_on!r}", "use all_assistant or last_assistant")
         require(self.lora_rank >= 0, "sft.lora_rank", "must be >= 0", "use 0 (full fine-tuning) or e.g. 8")
         require(0 <= self.lora_dropout < 1, "sft.lora_dropout", "must be in [0, 1)", "use 0.0")
+        require(self.sample_every >= 0, "sft.sample_every", "must be >= 0", "use 0 (off) or e.g. 50")
+        require(self.num_samples_logged >= 1 and self.sample_max_new_tokens >= 1, "sft.num_samples_logged",
+                "sample rows and new tokens must be >= 1", "use e.g. sft.num_samples_logged=4 sft.sample_max_new_tokens=32")
 
 
 @dataclass
@@ -66,10 +79,18 @@ class DPOOptions(Frozen):
     """Conservative DPO: assumed probability that a preference label is flipped; 0 = plain DPO."""
     reference: Optional[str] = None
     """Reference model (local dir or MLflow URI); null = a frozen copy of ``model.pretrained``."""
+    sample_every: int = 50
+    """Every N optimizer steps (and at the last one) log a table of held-out pairs (prompt, chosen,
+    rejected) with their implicit rewards and margin under the policy to MLflow; 0 = off. 50 for the
+    same reason as ``sft.sample_every``: a few forward passes on rank 0, noise next to 50 steps."""
+    num_samples_logged: int = 4
+    """Pairs in each sample table."""
 
     def __post_init__(self) -> None:
         require(self.beta > 0, "dpo.beta", "must be positive", "use e.g. dpo.beta=0.1")
         require(0 <= self.label_smoothing < 0.5, "dpo.label_smoothing", "must be in [0, 0.5)", "use 0.0")
+        require(self.sample_every >= 0, "dpo.sample_every", "must be >= 0", "use 0 (off) or e.g. 50")
+        require(self.num_samples_logged >= 1, "dpo.num_samples_logged", "must be >= 1", "use e.g. 4")
 
 
 @dataclass
@@ -90,10 +111,9 @@ class RoleConfig(Frozen):
 @dataclass
 class PPOOptions(Frozen):
     reward_model: Optional[str] = None
-    """Reward model dir (written by the ``reward_model`` job) or MLflow URI. null = the rule-based
-    verifiable reward ``reward_fn`` (the demo task's exact score)."""
-    reward_fn: str = "orchestrator.data.task:score_texts"
-    """``module:function(prompts, responses) -> list[float]`` used when ``reward_model`` is null."""
+    """Reward model dir (written by the ``reward_model`` job) or MLflow URI: its score is the reward, and
+    ``reward.functions`` (if any) are computed alongside for monitoring only (``rule_score_mean``).
+    null = the reward is ``reward.functions`` (by default the fruit demo task's exact score)."""
     critic_init: Optional[str] = None
     """Critic backbone; null = the reward model when there is one (it already reads responses for
     value, as in InstructGPT), else the policy."""
@@ -183,8 +203,6 @@ class PPOOptions(Frozen):
         require(self.entropy_coef >= 0, "ppo.entropy_coef", "must be >= 0", "use 0.0")
         require(self.critic_lr is None or self.critic_lr > 0, "ppo.critic_lr", "must be positive", "use null")
         require(self.critic_warmup_steps >= 0, "ppo.critic_warmup_steps", "must be >= 0", "use 0")
-        require(":" in self.reward_fn, "ppo.reward_fn", f"{self.reward_fn!r} is not module:function",
-                "use e.g. orchestrator.data.task:score_texts")
 
 
 # --- critic-free RL (grpo) and reward functions ------------------------------------------------------
@@ -229,19 +247,13 @@ def _default_reward_functions() -> list[RewardFunctionConfig]:
 
 
 @dataclass
-class RewardConfig(Frozen):
-    """The reward of critic-free RL: Python functions and/or a reward model, summed with weights.
-
-    (Not to be confused with :class:`RewardOptions`, the options of the ``reward_model`` training job.)
-    """
+class RewardFunctionsConfig(Frozen):
+    """Rewards written as Python functions: the ``reward`` group of ``ppo`` (whose reward model is
+    ``ppo.reward_model``) and the base of ``grpo``'s :class:`RewardConfig`."""
 
     functions: list[RewardFunctionConfig] = field(default_factory=_default_reward_functions)
     """Reward functions, run concurrently in the reward role. Default: the fruit demo task's exact score,
-    the task ``data.path=null`` trains on (as PPO's default ``ppo.reward_fn``)."""
-    model: Optional[str] = None
-    """Reward model dir (from the ``reward_model`` job) or MLflow URI, added to the functions; null = none."""
-    model_weight: float = 1.0
-    """Weight of the reward model's (normalised) score in the total."""
+    the task ``data.path=null`` trains on by default (``data.task=fruit``)."""
     on_error: str = "raise"
     """A function that raises, times out, returns the wrong length or a non-finite value: ``raise`` fails
     the step naming the function and the record; ``zero`` scores those records 0 and counts them
@@ -251,14 +263,32 @@ class RewardConfig(Frozen):
     stuck (e.g. a pathological expression in a math checker), and the step should not hang on it."""
 
     def __post_init__(self) -> None:
-        require(bool(self.functions) or self.model is not None, "reward.functions", "no reward: no functions and "
-                "no reward.model", "list at least one function or set reward.model")
         names = [f.metric_name for f in self.functions]
         dupes = sorted({n for n in names if names.count(n) > 1})
         require(not dupes, "reward.functions", f"duplicate function names {dupes} (they name the metrics)",
                 "give each a distinct name: {function: ..., name: ...}")
+        require("model" not in names, "reward.functions", "a function named 'model' (the reward model's metric name)",
+                "give it another name: {function: ..., name: ...}")
         require(self.on_error in REWARD_ON_ERROR, "reward.on_error", f"unknown {self.on_error!r}", "use raise or zero")
         require(self.timeout_s > 0, "reward.timeout_s", "must be positive", "use e.g. 30")
+
+
+@dataclass
+class RewardConfig(RewardFunctionsConfig):
+    """The reward of critic-free RL: Python functions and/or a reward model, summed with weights.
+
+    (Not to be confused with :class:`RewardOptions`, the options of the ``reward_model`` training job.)
+    """
+
+    model: Optional[str] = None
+    """Reward model dir (from the ``reward_model`` job) or MLflow URI, added to the functions; null = none."""
+    model_weight: float = 1.0
+    """Weight of the reward model's (normalised) score in the total."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(bool(self.functions) or self.model is not None, "reward.functions", "no reward: no functions and "
+                "no reward.model", "list at least one function or set reward.model")
         require(_finite(self.model_weight), "reward.model_weight", "must be finite", "use 1.0")
 
 
@@ -327,6 +357,19 @@ class GRPOOptions(Frozen):
     answer far below the cap); DAPO used a fifth of the budget (4096 of 20480)."""
     overlong_penalty_factor: float = 1.0
     """Penalty of a response that reaches ``max_new_tokens`` (DAPO: 1.0, the scale of a 0/1 reward)."""
+    num_eval_prompts: int = 64
+    """Held-out prompts (the first of the ``data.eval_fraction`` split, which every job reading the dataset
+    holds out the same way) scored before the first step (``initial_eval_pass_rate``) and after every
+    ``eval_every``-th and the last step (``eval_pass_rate``, ``eval_reward_mean``); none of them is trained
+    on. 64 prompts x ``eval_samples_per_prompt`` 4 = 256 completions: a pass-rate standard error of about
+    0.03, for the generation of four training steps. 0 = no held-out evaluation."""
+    eval_samples_per_prompt: int = 4
+    """Completions per held-out prompt, sampled at ``temperature``/``top_p`` with one fixed seed, so every
+    evaluation draws the same random numbers and a change between two is the policy's, not sampling noise.
+    Sampled rather than greedy: the pass rate of the distribution being trained (a greedy answer can be
+    right while the policy is still often wrong)."""
+    eval_every: int = 0
+    """Also evaluate after every N-th step; 0 = only before the first and after the last step."""
     sample_every: int = 5
     """Log a table of sample prompts/completions/rewards as an MLflow artifact every N steps."""
     num_samples_logged: int = 8
@@ -342,8 +385,10 @@ class GRPOOptions(Frozen):
 
     def __post_init__(self) -> None:
         for name in ("group_size", "rollout_batch_size", "minibatch_size", "num_epochs", "max_new_tokens",
-                     "sample_every", "num_samples_logged"):
+                     "sample_every", "num_samples_logged", "eval_samples_per_prompt"):
             require(getattr(self, name) >= 1, f"grpo.{name}", "must be >= 1", "set a value >= 1")
+        for name in ("num_eval_prompts", "eval_every"):
+            require(getattr(self, name) >= 0, f"grpo.{name}", "must be >= 0", "use 0 to turn it off")
         self._check_estimator()
         self._check_policy_loss()
         completions = self.rollout_batch_size * self.group_size

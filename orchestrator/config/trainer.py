@@ -27,7 +27,8 @@ class TrainerConfig(Frozen):
     keep_checkpoints: int = 2
     """Keep the newest N committed checkpoints; older ones are deleted after a new one commits."""
     max_failures: int = 2
-    """Times Ray Train restarts the worker group from the latest checkpoint after a worker dies."""
+    """Times the worker group is restarted (resuming from the latest committed checkpoint) after a rank
+    fails or its process or node is lost inside one job."""
     log_every: int = 1
     """Log metrics every N steps."""
     eval_every: int = 0

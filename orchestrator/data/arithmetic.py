@@ -1,8 +1,10 @@
 """The project's arithmetic task for RL on verifiable rewards (RLVR): exact match on the final number.
 
-A prompt asks for a sum or difference of two small numbers, e.g. ``compute 7-9:``; a response is
-correct when the last number in it equals the answer (``-2``), which gives a binary, exactly checkable
-reward. As in the fruit task (:mod:`.task`, whose layout this module follows), the SFT demonstrations
+A prompt asks for the sum of two single-digit numbers, e.g. ``compute 7+9:``; a response is correct
+when the last number in it equals the answer (``16``), which gives a binary, exactly checkable reward.
+Sums only: with differences too, a tiny model's SFT policy (2 layers, 64 wide) has the right answer as
+its most likely one too rarely for a CPU-sized GRPO run to sharpen it; the checker (:func:`answer_of`)
+still reads ``a-b`` prompts. As in the fruit task (:mod:`.task`, whose layout this module follows), the SFT demonstrations
 are deliberately mediocre (correct with probability ``SFT_CORRECT`` = 0.5, otherwise off by 1 or 2),
 so there is clear headroom for GRPO/RLOO to raise the pass rate, and a tiny model learns the format
 in seconds on CPU.
@@ -20,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Iterable, Optional, Sequence
 
 MIN_OPERAND, MAX_OPERAND = 0, 9
-OPERATORS = ("+", "-")
+OPERATORS = ("+",)
 SFT_CORRECT = 0.5
 _PROMPT_RE = re.compile(r"compute (\d+)([+-])(\d+):")
 _NUMBER_RE = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")

@@ -14,13 +14,14 @@ from orchestrator.data.readers import Partition, plan_partitions
 DEMO_SEED = 0
 
 
-def demo_record_lines(fmt: str, num_records: int, seed: int = DEMO_SEED) -> Iterator[Any]:
-    """Demo post-training records (the project's verifiable-reward task, :mod:`orchestrator.data.task`)
-    with 3 % planted exact copies and a few malformed lines, shuffled."""
-    from orchestrator.data.task import records
+def demo_record_lines(fmt: str, num_records: int, seed: int = DEMO_SEED, task: str = "fruit") -> Iterator[Any]:
+    """Demo post-training records of a generated verifiable task (``fruit``: :mod:`orchestrator.data.task`,
+    ``arithmetic``: :mod:`orchestrator.data.arithmetic`) with 3 % planted exact copies and a few malformed
+    lines, shuffled."""
+    from orchestrator.data.task import task_module
 
     rng = random.Random(seed)
-    recs: list[Any] = list(records(fmt, num_records, seed))
+    recs: list[Any] = list(task_module(task).records(fmt, num_records, seed))
     recs += [dict(rng.choice(recs), id=f"copy-{j}") for j in range(max(1, num_records * 3 // 100))]
     rng.shuffle(recs)
     for bad in (b'{"id": "broken", "prompt": "list 2', {"id": "no-prompt", "response": " red"}, b"\xff\xfe"):
@@ -30,12 +31,13 @@ def demo_record_lines(fmt: str, num_records: int, seed: int = DEMO_SEED) -> Iter
 
 def ensure_demo_input(output_dir: str | Path, cfg: DataPrepDataConfig) -> Path:
     """Write (once) the demo raw input for ``cfg.format`` under ``<output_dir>/raw``; returns its path."""
-    path = Path(output_dir) / "raw" / f"demo-{cfg.format}-n{cfg.demo_num_docs}.jsonl"
+    task = "" if cfg.format == "pretrain" or cfg.task == "fruit" else f"-{cfg.task}"
+    path = Path(output_dir) / "raw" / f"demo-{cfg.format}{task}-n{cfg.demo_num_docs}.jsonl"
     if path.exists():
         return path
     tmp = path.with_suffix(".tmp")
     lines = (demo_raw_records(cfg.demo_num_docs, DEMO_SEED) if cfg.format == "pretrain"
-             else demo_record_lines(cfg.format, cfg.demo_num_docs))
+             else demo_record_lines(cfg.format, cfg.demo_num_docs, task=cfg.task))
     write_jsonl(tmp, lines)
     tmp.replace(path)
     return path

@@ -8,14 +8,18 @@ pairs are two such responses, the higher-scoring one chosen. A tiny model learns
 2 CPU cores in a minute or two.
 
 ``data_prep`` (``data.format=sft|preference|prompts`` with no input) and the tests build their demo
-records here; :func:`score_texts` is PPO's default rule-based reward (``ppo.reward_fn``).
+records here, or those of the arithmetic task (:mod:`.arithmetic`, ``data.task=arithmetic``), which
+follows the same layout (:func:`task_module`); ``orchestrator.rlhf.reward_functions:fruit_reward`` is
+this task's reward function (the default of ``reward.functions``).
 """
 
 from __future__ import annotations
 
 import random
 import re
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Iterable, Sequence
 
 TOPICS: dict[str, tuple[str, ...]] = {
@@ -64,7 +68,7 @@ def score(prompt: str, response: str) -> float:
 
 
 def score_texts(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """Batch form of :func:`score` (the signature ``ppo.reward_fn`` expects)."""
+    """Batch form of :func:`score`."""
     return [score(p, r) for p, r in zip(prompts, responses)]
 
 
@@ -211,9 +215,22 @@ def tokenizer_corpus() -> Iterable[str]:
             yield f"list {k} {topic}: " + " ".join(ALL_WORDS)
 
 
+def task_module(name: str) -> ModuleType:
+    """The module of a generated task (``data.task``): ``fruit`` (this one) or ``arithmetic``. Each has
+    ``records(fmt, n, seed)``, ``prompt_records``, ``score_texts`` and ``tokenizer_corpus()``."""
+    if name == "fruit":
+        return sys.modules[__name__]
+    if name == "arithmetic":
+        from orchestrator.data import arithmetic
+
+        return arithmetic
+    raise ValueError(f"unknown generated task {name!r} (fruit or arithmetic)")
+
+
 def ensure_task_dataset(workspace: str | Path, fmt: str, num_records: int = 2000, seed: int = 0,
-                        tokenizer_dir: str | Path | None = None, vocab_size: int = 512) -> Path:
-    """Build (once) and return a records dataset of the demo task under ``<workspace>/demo_data``.
+                        tokenizer_dir: str | Path | None = None, vocab_size: int = 512, task: str = "fruit") -> Path:
+    """Build (once) and return a records dataset of a generated task (``fruit`` or ``arithmetic``, see
+    :func:`task_module`) under ``<workspace>/demo_data``.
 
     ``tokenizer_dir`` null trains a byte-level BPE on the task's text (each task word becomes one
     token); pass the upstream model's tokenizer to stay compatible with it. Built in a temporary
@@ -227,16 +244,18 @@ def ensure_task_dataset(workspace: str | Path, fmt: str, num_records: int = 2000
     from orchestrator.data.tokenizer import train_bpe_tokenizer
 
     tok_key = hashlib.sha256(str(Path(tokenizer_dir).resolve()).encode()).hexdigest()[:8] if tokenizer_dir else "own"
-    target = Path(workspace) / "demo_data" / f"task-{fmt}-n{num_records}-seed{seed}-tok{tok_key}"
+    prefix = "task" if task == "fruit" else task  # the fruit task keeps the directories it always had
+    target = Path(workspace) / "demo_data" / f"{prefix}-{fmt}-n{num_records}-seed{seed}-tok{tok_key}"
+    module = task_module(task)
 
     def build(tmp: Path) -> None:
         tok = tmp / "tokenizer_src"
         if tokenizer_dir:  # tokenizer files only: a model directory also holds its weights
             copy_tokenizer(tokenizer_dir, tok)
         else:
-            train_bpe_tokenizer(list(tokenizer_corpus()) * 4, vocab_size, tok)
-        write_records_dataset(tmp, fmt, records(fmt, num_records, seed), tokenizer_dir=tok,
-                              source={"generator": "orchestrator.data.task", "seed": seed})
+            train_bpe_tokenizer(list(module.tokenizer_corpus()) * 4, vocab_size, tok)
+        write_records_dataset(tmp, fmt, module.records(fmt, num_records, seed), tokenizer_dir=tok,
+                              source={"generator": module.__name__, "seed": seed})
         shutil.rmtree(tok, ignore_errors=True)
 
     return build_once(target, build, MANIFEST)

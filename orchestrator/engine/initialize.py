@@ -72,7 +72,7 @@ def init_engine(model: torch.nn.Module, cfg: TrainJobConfig, plan: TrainPlan, *,
                 lr: Optional[float] = None, ds_overrides: Optional[dict[str, Any]] = None) -> Any:
     """Wrap ``model`` in a DeepSpeed engine with AdamW and the configured LR schedule.
 
-    ``torch.distributed`` must already be initialised (Ray Train's TorchConfig does it in workers; a
+    ``torch.distributed`` must already be initialised (the worker group does it in workers; a
     single process can call ``deepspeed.init_distributed(dist_backend="gloo")``).
 
     Args:

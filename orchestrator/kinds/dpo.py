@@ -83,6 +83,15 @@ class DPOTask(TrainTask):
 
         return evaluate_pairs(engine, batches, objective, METRICS)
 
+    def sample_every(self, cfg: DPOConfig) -> int:
+        return cfg.dpo.sample_every
+
+    def sample_table(self, model: Any, ctx: WorkerContext, held_out: list, objective: Objective) -> dict[str, list]:
+        """Held-out pairs with their implicit rewards and margin (``training.samples.dpo_sample_table``)."""
+        from orchestrator.training.samples import dpo_sample_table
+
+        return dpo_sample_table(model, ctx.tokenizer, held_out, objective, ctx.cfg.dpo.num_samples_logged)
+
 
 def run(cfg: DPOConfig) -> Mapping[str, Any]:
     from orchestrator.training.driver import run_training

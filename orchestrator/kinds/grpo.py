@@ -5,7 +5,9 @@ started when ``grpo.kl_coef`` is 0) and reward (``reward.functions`` and/or ``re
 The math is in ``orchestrator/rlhf/{advantages,losses,kl,sampling}.py``; every default and its reason
 is in :class:`orchestrator.config.rlhf.GRPOOptions` / :class:`~orchestrator.config.rlhf.RewardConfig`.
 Reads ``data.path`` of format ``prompts`` (the records' other fields reach the reward functions; the
-demo task when null); takes ``model.pretrained`` and ``reward.model`` from upstream stages; output
+generated ``data.task`` when null); flat prompts or conversations (rendered with the policy's chat template
+and its generation prompt; generation then stops at the template's end of turn), holding out
+``grpo.num_eval_prompts`` of the ``data.eval_fraction`` split for the held-out pass rate; takes ``model.pretrained`` and ``reward.model`` from upstream stages; output
 ``model`` (the actor's export).
 """
 
@@ -22,6 +24,7 @@ from orchestrator.config.rlhf import GRPOOptions, RewardConfig
 from orchestrator.kinds.registry import KindSpec, model_output
 from orchestrator.rlhf.placement import check_placement
 from orchestrator.rlhf.plan import grpo_plan
+from orchestrator.rlhf.rewards import check_reward_functions
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +36,6 @@ class GRPOConfig(TrainJobConfig):
     """Critic-free RL options (group sampling, advantage estimator, loss, KL, dynamic sampling)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The reward: Python functions and/or a reward model, weighted."""
-
-
-def check_reward_functions(reward: RewardConfig) -> None:
-    """Every ``reward.functions[i]`` imports and can take ``(prompts, completions, **fields)``, before Ray."""
-    from orchestrator.rlhf.rewards import RewardFunctionError, load_reward_function
-
-    for i, f in enumerate(reward.functions):
-        try:
-            load_reward_function(f.function, f.weight, f.metric_name)
-        except RewardFunctionError as exc:
-            raise ConfigError(f"reward.functions[{i}]", f"{f.function}: {exc.problem}",
-                              "fix the module/file path or the function name (package.module:function or "
-                              "path/to/file.py:function, relative to the working directory)") from None
 
 
 def check(cfg: GRPOConfig) -> None:
@@ -68,7 +58,7 @@ def check(cfg: GRPOConfig) -> None:
                     "(loss_agg=%s)", p.loss_norm_length, p.loss_agg)
     if p.kl_coef == 0 and p.kl_mode == "reward":
         log.warning("grpo.kl_mode=reward does nothing with grpo.kl_coef=0 (no KL, no reference role)")
-    check_reward_functions(cfg.reward)
+    check_reward_functions(cfg.reward.functions)
 
 
 def plan(cfg: GRPOConfig) -> dict[str, Any]:
@@ -78,7 +68,11 @@ def plan(cfg: GRPOConfig) -> dict[str, Any]:
 def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
     from orchestrator.core.files import has_tokenizer
-    from orchestrator.data.shards import read_records
+    from orchestrator.data.shards import load_manifest, read_records
+    from orchestrator.training.sampler import split_heldout
+    from transformers import AutoTokenizer
+
+    from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
     from orchestrator.rlhf.controller import run_roles_and_export
     from orchestrator.rlhf.grpo import GRPOController
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
@@ -94,14 +88,23 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     if policy is None:
         log.warning("model.pretrained is null: GRPO starts from a randomly initialised policy (smoke run only)")
         policy = init_model_dir(cfg, tokenizer)
-    records = [dict(r) for r in read_records(data)]
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    raw = read_records(data)
+    train_idx, eval_idx = split_heldout(len(raw), cfg.data.eval_fraction if cfg.grpo.num_eval_prompts else 0.0,
+                                        load_manifest(data)["digest"])
+    budget = cfg.model.seq_len - cfg.grpo.max_new_tokens
+    records, chat, dropped = rollout_records(tok, [raw[i] for i in train_idx], budget)
+    eval_records = rollout_records(tok, [raw[i] for i in eval_idx], budget)[0][:cfg.grpo.num_eval_prompts]
+    if dropped:
+        log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
     tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.reward.model, dataset=str(data),
                         reward_functions=",".join(f.function for f in cfg.reward.functions) or None)
     with job_run(cfg) as tracker, ray_session(cfg.cluster):
         tracker.set_tags(tags)
         tracker.log_dataset(data, "train")
         ctl = GRPOController(cfg, policy_dir=policy, reward_dir=reward, tokenizer_dir=tokenizer, records=records,
-                             tracker=tracker, env=worker_env(cfg.cluster))
+                             tracker=tracker, env=worker_env(cfg.cluster),
+                             stop_ids=generation_stop_ids(tok, chat) if chat else None, eval_records=eval_records)
         return run_roles_and_export(ctl, cfg, tracker, tags, out)
 
 
@@ -109,5 +112,5 @@ SPEC = KindSpec(
     name="grpo", config=GRPOConfig, run=run, check=check, plan=plan, outputs=model_output, data_format="prompts",
     summary="Critic-free RL (GRPO, Dr.GRPO, RLOO, REINFORCE++) with rewards as Python functions",
     model_inputs={"reward_model": "reward.model", "*": "model.pretrained"},
-    key_metrics=("reward_mean", "final_reward_mean", "pass_rate", "kl"),
+    key_metrics=("eval_pass_rate", "reward_mean", "final_reward_mean", "pass_rate", "kl"),
 )

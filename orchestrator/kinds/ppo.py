@@ -3,8 +3,10 @@
 The controller is :class:`orchestrator.rlhf.ppo.PPOController`; the math is in
 ``orchestrator/rlhf/{advantages,losses,kl}.py``; every default and its reason is in
 ``orchestrator/config/rlhf.py``. Reads ``data.path`` of format ``prompts`` (or sft/preference records'
-prompts; the demo task when null); takes ``model.pretrained`` and ``ppo.reward_model`` from upstream
-stages; output ``model`` (the actor's export).
+prompts; the generated ``data.task`` when null); takes ``model.pretrained`` and ``ppo.reward_model`` from
+upstream stages; output ``model`` (the actor's export). The reward is the reward model's score, or,
+without one, ``reward.functions``: the same Python reward functions as ``grpo``, run by the same
+reward role (:class:`orchestrator.rlhf.grpo_roles.RewardFunctionRole`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any, Mapping
 
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
-from orchestrator.config.rlhf import PPOOptions
+from orchestrator.config.rlhf import PPOOptions, RewardFunctionsConfig
 from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
 from orchestrator.kinds.registry import KindSpec, model_output
 from orchestrator.rlhf.placement import check_placement
 from orchestrator.rlhf.plan import ppo_plan
+from orchestrator.rlhf.rewards import check_reward_functions
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ class PPOConfig(TrainJobConfig):
     """PPO options."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     """Generation engine of the rollouts (``rollout.engine=hf|vllm``), weight sync and mismatch correction."""
+    reward: RewardFunctionsConfig = field(default_factory=RewardFunctionsConfig)
+    """Reward functions: the reward when ``ppo.reward_model`` is null, else computed for monitoring only."""
 
 
 def check(cfg: PPOConfig) -> None:
@@ -51,6 +56,11 @@ def check(cfg: PPOConfig) -> None:
     if cfg.model.seq_len <= p.max_new_tokens:
         raise ConfigError("ppo.max_new_tokens", f"{p.max_new_tokens} leaves no room for the prompt in "
                           f"model.seq_len={cfg.model.seq_len}", "lower ppo.max_new_tokens or raise model.seq_len")
+    if p.reward_model is None and not cfg.reward.functions:
+        raise ConfigError("reward.functions", "no reward: no functions and no ppo.reward_model",
+                          "list at least one reward function (e.g. 'reward.functions=[{function: "
+                          "orchestrator.rlhf.reward_functions:arithmetic_reward}]') or set ppo.reward_model")
+    check_reward_functions(cfg.reward.functions)
 
 
 def plan(cfg: PPOConfig) -> dict[str, Any]:
@@ -63,7 +73,7 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
     from orchestrator.data.shards import read_records
     from transformers import AutoTokenizer
 
-    from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_prompts
+    from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
     from orchestrator.rlhf.controller import run_roles_and_export
     from orchestrator.rlhf.ppo import PPOController
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
@@ -82,17 +92,18 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
         policy = init_model_dir(cfg, tokenizer)
         critic = critic or policy
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    prompts, chat, dropped = rollout_prompts(tok, read_records(data), cfg.model.seq_len - cfg.ppo.max_new_tokens)
+    records, chat, dropped = rollout_records(tok, read_records(data), cfg.model.seq_len - cfg.ppo.max_new_tokens)
     if dropped:
         log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
-    tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.ppo.reward_model,
-                        reward_fn=None if cfg.ppo.reward_model else cfg.ppo.reward_fn, dataset=str(data))
+    functions = ",".join(f.function for f in cfg.reward.functions) or None
+    tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.ppo.reward_model, dataset=str(data),
+                        reward_functions=None if cfg.ppo.reward_model else functions)
     tags.update(rollout_tags(cfg))
     with job_run(cfg) as tracker, ray_session(cfg.cluster):
         tracker.set_tags(tags)
         tracker.log_dataset(data, "train")
         ctl = PPOController(cfg, policy_dir=policy, critic_dir=critic or policy, reward_dir=reward,
-                            tokenizer_dir=tokenizer, prompts=prompts, tracker=tracker, env=worker_env(cfg.cluster),
+                            tokenizer_dir=tokenizer, records=records, tracker=tracker, env=worker_env(cfg.cluster),
                             stop_ids=generation_stop_ids(tok, chat) if chat else None)
         return run_roles_and_export(ctl, cfg, tracker, tags, out)
 

@@ -1,6 +1,6 @@
 """``pretrain``: a causal LM from scratch (or continued) on packed token blocks.
 
-Runs on the shared driver and worker (:mod:`orchestrator.training.driver`): Ray Train workers with
+Runs on the shared driver and worker (:mod:`orchestrator.training.driver`): a Ray worker group with
 DeepSpeed ZeRO 0-3, AutoTP (``parallel.tensor_parallel``) or a PipelineModule
 (``parallel.pipeline_parallel``), exact resume, in-job recovery, a Hugging Face export. Reads
 ``data.path`` of format ``pretrain`` (the demo corpus when null); output ``model`` (the export).
@@ -41,7 +41,7 @@ def run(cfg: PretrainConfig) -> Mapping[str, Any]:
 
 SPEC = KindSpec(
     name="pretrain", config=PretrainConfig, run=run, outputs=model_output, data_format="pretrain",
-    summary="pretrain a causal LM on packed blocks (DeepSpeed ZeRO/TP/PP on Ray Train)",
+    summary="pretrain a causal LM on packed blocks (DeepSpeed ZeRO/TP/PP on a Ray worker group)",
     model_inputs={"*": "model.pretrained"}, key_metrics=("eval_ppl", "eval_loss", "final_loss", "loss"),
     worker_group=True, tensor_parallel=True, pipeline_parallel=True,
 )

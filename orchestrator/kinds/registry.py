@@ -59,7 +59,7 @@ class KindSpec:
     key_metrics: tuple[str, ...] = ()
     """Summary metric: the first of these present in the result (or its ``eval``/``metrics``)."""
     worker_group: bool = False
-    """Trains on one Ray Train worker group: the generic training plan and its batch arithmetic apply."""
+    """Trains on one worker group (:mod:`orchestrator.runtime.worker_group`): the generic training plan and its batch arithmetic apply."""
     tensor_parallel: bool = False
     """Supports ``parallel.tensor_parallel > 1`` (DeepSpeed AutoTP)."""
     pipeline_parallel: bool = False

@@ -86,6 +86,17 @@ class SFTTask(TrainTask):
 
         return evaluate(engine, batches, objective, lambda mb: int(mb["loss_mask"][:, 1:].sum()))
 
+    def sample_every(self, cfg: SFTConfig) -> int:
+        return cfg.sft.sample_every
+
+    def sample_table(self, model: Any, ctx: WorkerContext, held_out: list, objective: Objective) -> dict[str, list]:
+        """Held-out prompts, greedy responses, references (see ``training.samples.sft_sample_table``)."""
+        from orchestrator.training.samples import sft_sample_table
+
+        o = ctx.cfg.sft
+        return sft_sample_table(model, ctx.tokenizer, held_out, o.num_samples_logged, o.sample_max_new_tokens,
+                                ctx.cfg.model.seq_len)
+
     def export(self, engine: Any, ctx: WorkerContext, export_dir: str, final: dict[str, float]) -> None:
         if not ctx.cfg.sft.lora_rank:
             return super().export(engine, ctx, export_dir, final)

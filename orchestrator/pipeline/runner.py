@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from orchestrator.config.jobs import JobConfig
 from orchestrator.config.pipeline import StageConfig
 from orchestrator.core.console import say
 from orchestrator.pipeline.markers import read_valid_marker, write_marker
-from orchestrator.pipeline.summary import format_summary, key_metric, mlflow_ui_hint
+from orchestrator.pipeline.summary import format_summary, key_metric, log_overview, mlflow_ui_hint
 from orchestrator.pipeline.wiring import upstream_model_tag, wired_keys, wiring_overrides
 from orchestrator.runtime.ray_runtime import ray_session
 from orchestrator.tracking import config_hash, job_run
@@ -86,7 +87,7 @@ def _stage_hash(stage_cfg: JobConfig, upstream: list[tuple[str, dict[str, Any]]]
 
 def run_pipeline(cfg: Any, kinds: Kinds) -> dict[str, Any]:
     """Run every stage of ``cfg.pipeline`` (a ``PipelineConfig``); returns the summary (also logged as
-    an MLflow artifact)."""
+    MLflow artifacts: ``pipeline_summary.json``/``.md``, the overview table and the DAG picture)."""
     stages = list(cfg.pipeline.stages)
     by_name = {s.name: s for s in stages}
     records: dict[str, dict[str, Any]] = {}
@@ -137,8 +138,12 @@ def run_pipeline(cfg: Any, kinds: Kinds) -> dict[str, Any]:
                        "duration_s": round(time.time() - t_start, 2)}
             parent.log_dict(summary, "pipeline_summary.json")
             parent.log_text(format_summary(summary), "pipeline_summary.md")
+            try:  # the overview must not hide the exception that brought us here
+                log_overview(parent, stages, rows, f"pipeline {cfg.pipeline.name}", cfg.output_dir)
+            except Exception as exc:
+                logging.getLogger(__name__).warning("pipeline overview not logged: %s", exc)
     say(format_summary(summary))
-    hint = mlflow_ui_hint(cfg.tracking.uri or "")
+    hint = mlflow_ui_hint(cfg.tracking.uri or "", parent.experiment_id)
     if hint:
         say(hint)
     return summary

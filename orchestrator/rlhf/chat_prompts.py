@@ -25,9 +25,10 @@ def _conversation(record: dict) -> Optional[list]:
     return None
 
 
-def rollout_prompts(tok: Any, records: Sequence[dict], max_prompt_tokens: int,
-                    key: str = "model.pretrained") -> tuple[list[str], bool, int]:
-    """Prompt texts of ``records`` for generation: ``(texts, any conversations, conversations dropped)``.
+def rollout_records(tok: Any, records: Sequence[dict], max_prompt_tokens: int,
+                    key: str = "model.pretrained") -> tuple[list[dict], bool, int]:
+    """The records with ``prompt`` set to the text to generate from: ``(records, any conversations,
+    conversations dropped)``. The other fields stay (reward functions read them).
 
     A conversation becomes the exact text of its fitted token ids (so encoding it again gives those
     ids); one that cannot fit ``max_prompt_tokens`` or is malformed is dropped and counted.
@@ -35,12 +36,12 @@ def rollout_prompts(tok: Any, records: Sequence[dict], max_prompt_tokens: int,
     Raises:
         ConfigError: the records hold conversations but the policy's tokenizer has no chat template.
     """
-    texts: list[str] = []
+    out: list[dict] = []
     chat, dropped = False, 0
     for r in records:
         conv = _conversation(r)
         if conv is None:
-            texts.append(r["prompt"])
+            out.append(dict(r))
             continue
         if not chat and not getattr(tok, "chat_template", None):
             raise ConfigError(key, "the prompts are conversations but the policy's tokenizer has no chat template",
@@ -53,8 +54,16 @@ def rollout_prompts(tok: Any, records: Sequence[dict], max_prompt_tokens: int,
         if ids is None:
             dropped += 1
         else:
-            texts.append(tok.decode(ids, skip_special_tokens=False))
-    return texts, chat, dropped
+            out.append({**{k: v for k, v in r.items() if k != "messages"},
+                        "prompt": tok.decode(ids, skip_special_tokens=False)})
+    return out, chat, dropped
+
+
+def rollout_prompts(tok: Any, records: Sequence[dict], max_prompt_tokens: int,
+                    key: str = "model.pretrained") -> tuple[list[str], bool, int]:
+    """Only the prompt texts of :func:`rollout_records`: ``(texts, any conversations, conversations dropped)``."""
+    kept, chat, dropped = rollout_records(tok, records, max_prompt_tokens, key)
+    return [r["prompt"] for r in kept], chat, dropped
 
 
 def generation_stop_ids(tok: Any, chat: bool) -> list[int]:

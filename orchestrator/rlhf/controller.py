@@ -15,7 +15,6 @@ state a step depends on (:meth:`RoleController.state_dict`). This class owns the
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -108,11 +107,13 @@ class RoleController:
         ray.get([f for g in self.groups.values() for f in g.ready()])  # every role starts in parallel
         self.on_roles_started()
 
-    def stop_roles(self) -> None:
+    def stop_roles(self, healthy: bool = False) -> None:
+        """End the roles and release their placement group. ``healthy`` (the job finished normally): their
+        warm hosts go back to the pool for the next job; otherwise (a failure, a restart) they are killed."""
         from ray.util.placement_group import remove_placement_group
 
         for g in self.groups.values():
-            g.kill()
+            g.give_back() if healthy and self.reusable_hosts() else g.kill()
         self.groups = {}
         if self.pg is not None:
             try:
@@ -120,6 +121,12 @@ class RoleController:
             except Exception:
                 pass
             self.pg = None
+
+    def reusable_hosts(self) -> bool:
+        """Whether the role hosts may serve another job: not after an in-process vLLM engine (its engine
+        processes and memory are not reliably released)."""
+        rollout = getattr(self.cfg, "rollout", None)
+        return getattr(rollout, "engine", "hf") == "hf"
 
     def _trained(self) -> list[RoleGroup]:
         return [self.groups[name] for name in self.trained_roles()]
@@ -201,14 +208,12 @@ class RoleController:
 
     # ------------------------------------------------------------------ outputs
     def log_samples(self, step: int, samples: Any) -> None:
-        """The step's sample table as ``samples/step_<k>.json`` (MLflow artifact + local copy)."""
-        table = self.sample_table(step, samples)
-        d = self.out / "samples"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"step_{step:06d}.json").write_text(json.dumps(table, indent=1))
-        client = getattr(self.tracker, "client", None)
-        if client is not None:
-            client.log_table(self.tracker.run_id, data=table, artifact_file=f"samples/step_{step:06d}.json")
+        """The step's sample table as ``samples/step_<k>.json`` (MLflow artifact + local copy; a replayed step
+        rewrites its table)."""
+        from orchestrator.tracking.samples import log_sample_table
+
+        log_sample_table(getattr(self.tracker, "client", None), self.tracker.run_id, self.sample_table(step, samples),
+                         step, self.out)
 
     def export(self, out_dir: Path) -> Path:
         """The actor's weights plus the tokenizer files, as a Hugging Face model dir."""
@@ -232,13 +237,15 @@ def run_roles_and_export(ctl: "RoleController", cfg: Any, tracker: Any, tags: di
     with a progress line, export and register the actor, stop the roles; returns the job's result."""
     from orchestrator.core.console import StepProgress
 
+    healthy = False
     try:
         with StepProgress(cfg.kind, out / "steps.jsonl", cfg.trainer.max_steps):
             summary = ctl.run()
         export_dir = ctl.export(out / "export") if cfg.trainer.export else None
         fingerprint = ctl.fingerprints()["actor"]
+        healthy = True
     finally:
-        ctl.stop_roles()
+        ctl.stop_roles(healthy)
     version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
     last = summary["last_metrics"]
     return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,

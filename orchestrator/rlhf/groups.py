@@ -85,10 +85,13 @@ def concat_responses(groups: Sequence[SampledGroup], pad_id: int) -> torch.Tenso
     return pad_right([g.responses for g in groups], pad_id)
 
 
-def response_stats(mask: torch.Tensor, responses: torch.Tensor, eos_id: int, max_new_tokens: int) -> dict[str, float]:
-    """Mean/max response length (tokens, EOS included) and the share truncated at ``max_new_tokens`` (no EOS)."""
+def response_stats(mask: torch.Tensor, responses: torch.Tensor, eos_id: int | Sequence[int],
+                   max_new_tokens: int) -> dict[str, float]:
+    """Mean/max response length (tokens, the stop token included) and the share truncated at
+    ``max_new_tokens`` (no stop token: EOS, or any of several, e.g. a chat template's end of turn and EOS)."""
     lengths = mask.sum(dim=1)
-    has_eos = ((responses == eos_id) & mask.bool()).any(dim=1)
+    stops = torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id), dtype=responses.dtype)
+    has_eos = (torch.isin(responses, stops) & mask.bool()).any(dim=1)
     truncated = (~has_eos) & (lengths >= max_new_tokens)
     return {"response_length": float(lengths.float().mean()), "response_length_max": float(lengths.max()),
             "truncation_rate": float(truncated.float().mean())}

@@ -8,6 +8,7 @@ One step::
     actor (and reference) log-probs of the chosen groups                                  [score]
     advantages by grpo.advantage (KL in the reward when grpo.kl_mode=reward)
     num_epochs x minibatches: clipped policy step (+ beta * KL loss, grpo.loss_agg)         [train]
+    held-out prompts (before step 1, then every grpo.eval_every steps and after the last): pass rate [eval]
 
 No critic; the reference role is not started when ``grpo.kl_coef`` is 0. The loop, checkpoints
 (actor engine + prompt sampler), exact resume and killed-role recovery are
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,11 +29,10 @@ from orchestrator.rlhf.batches import left_pad_prompts
 from orchestrator.rlhf.controller import RoleController, RoleSpec
 from orchestrator.rlhf.groups import (
     SampledGroup, choose_groups, concat_responses, pass_rate, repeat_rows, response_stats, round_seed, split_groups)
-from orchestrator.rlhf.grpo_roles import GRPOPolicyRole, RewardFunctionRole, reward_base_dir
+from orchestrator.rlhf.grpo_roles import GRPOPolicyRole, RewardFunctionRole, reward_base_dir, score_on_role
 from orchestrator.rlhf.kl import kl_penalty
 from orchestrator.rlhf.masked import masked_mean
 from orchestrator.rlhf.plan import grpo_roles
-from orchestrator.rlhf.rewards import RewardFunctionError
 from orchestrator.rlhf.roles import PolicyRole
 from orchestrator.rlhf.rollout import minibatch_indices, pad_right, select, sequence_batch, shard_rows
 from orchestrator.rlhf.sampling import GroupRefill, group_reward_stats, overlong_penalty
@@ -52,14 +52,20 @@ class GRPOController(RoleController):
         policy_dir: local HF dir of the initial policy (actor and reference start from it).
         reward_dir: local reward-model dir (``reward.model``) or None.
         tokenizer_dir: tokenizer of the policy.
-        records: prompt records (``prompt`` plus the fields reward functions read).
+        records: prompt records (``prompt`` text plus the fields reward functions read).
         tracker, env: as :class:`RoleController`.
+        stop_ids: tokens that end a response besides EOS's role (conversation prompts: the chat template's
+            end of turn and EOS, :func:`~.chat_prompts.generation_stop_ids`); None = EOS.
+        eval_records: held-out prompt records (never trained on) for the ``eval_*`` metrics; none = no evaluation.
     """
 
     def __init__(self, cfg: Any, *, policy_dir: str, reward_dir: Optional[str], tokenizer_dir: str,
-                 records: list[dict[str, Any]], tracker: Any, env: dict[str, str]) -> None:
+                 records: list[dict[str, Any]], tracker: Any, env: dict[str, str],
+                 stop_ids: Optional[list[int]] = None, eval_records: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(cfg, tokenizer_dir=tokenizer_dir, tracker=tracker, env=env)
         self.policy_dir, self.reward_dir, self.records = policy_dir, reward_dir, records
+        self.eval_records = list(eval_records)
+        self.stop: int | list[int] = stop_ids if stop_ids else self.tok.eos_token_id
         p = self.p
         self.completions = p.rollout_batch_size * p.group_size
         self.updates_per_step = p.num_epochs * (self.completions // p.minibatch_size)
@@ -90,8 +96,8 @@ class GRPOController(RoleController):
             "actor": (GRPOPolicyRole, lambda r, n, m: ((cfg, self.policy_dir, True, total), kw(r, n, m)))}
         if "reference" in grpo_roles(self.p):
             specs["reference"] = (PolicyRole, lambda r, n, m: ((cfg, self.policy_dir, False), kw(r, n, m)))
-        specs["reward"] = (RewardFunctionRole,
-                           lambda r, n, m: ((cfg, self.reward_dir, self.tokenizer_dir, base), kw(r, n, m)))
+        specs["reward"] = (RewardFunctionRole, lambda r, n, m: (
+            (cfg, self.reward_dir, self.tokenizer_dir, base, cfg.reward.model_weight), kw(r, n, m)))
         return specs
 
     # ------------------------------------------------------------------ rollout
@@ -102,38 +108,21 @@ class GRPOController(RoleController):
         prompts = left_pad_prompts(self.tok, texts, self.cfg.model.seq_len - p.max_new_tokens)
         g = self.groups["actor"]
         shards = shard_rows(prompts, len(g)) if len(g) > 1 else [prompts]
-        resp = ray.get([w.generate.remote(s, seed, self.tok.eos_token_id, self.tok.pad_token_id)
+        resp = ray.get([w.generate.remote(s, seed, self.stop, self.tok.pad_token_id)
                         for w, s in zip(g.workers, shards)])
         return self._batch(prompts, pad_right(resp, self.tok.pad_token_id))
 
     def _batch(self, prompts: dict[str, torch.Tensor], responses: torch.Tensor) -> dict[str, Any]:
-        return sequence_batch(prompts["input_ids"], prompts["attention_mask"], responses, self.tok.eos_token_id,
+        return sequence_batch(prompts["input_ids"], prompts["attention_mask"], responses, self.stop,
                               self.tok.pad_token_id)
 
     def _score(self, batch: dict[str, Any], records: list[dict[str, Any]], step: int) -> dict[str, Any]:
-        """The reward role's scores (sharded over its actors), with the overlong penalty in ``total``."""
-        import ray
-
-        g = self.groups["reward"]
-        bounds = np.linspace(0, len(records), len(g) + 1).astype(int)
-        shards = shard_rows(batch, len(g)) if len(g) > 1 else [batch]
-        try:
-            outs = ray.get([w.score.remote(s, records[bounds[i]:bounds[i + 1]])
-                            for i, (w, s) in enumerate(zip(g.workers, shards))])
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, RewardFunctionError):  # the user's function failed: say which, plainly
-                raise RewardFunctionError(cause.function, f"{cause.problem} (step {step})", cause.record) from None
-            raise
+        """The reward role's scores (:func:`~.grpo_roles.score_on_role`), with the overlong penalty in ``total``."""
         p = self.p
-        total = torch.cat([o["total"] for o in outs])
+        scored = score_on_role(self.groups["reward"], batch, records, step)
         penalty = overlong_penalty(batch["response_mask"].sum(dim=1), p.max_new_tokens, p.overlong_buffer,
                                    p.overlong_penalty_factor)
-        return {"total": total + penalty, "penalty": penalty,
-                "per_function": {k: torch.cat([o["per_function"][k] for o in outs]) for k in outs[0]["per_function"]},
-                "num_errors": {k: sum(o["num_errors"].get(k, 0) for o in outs)
-                               for k in {k for o in outs for k in o["num_errors"]}},
-                "errors": [e for o in outs for e in o["errors"]]}
+        return dict(scored, total=scored["total"] + penalty, penalty=penalty)
 
     def _round(self, step: int, round_index: int, idx: np.ndarray, errors: dict[str, int]) -> list[SampledGroup]:
         """Generate and score one round of ``len(idx)`` prompts x ``group_size``."""
@@ -197,7 +186,7 @@ class GRPOController(RoleController):
         stats.update({"reward_mean": float(scores.mean()), "reward_std": float(scores.std()),
                       "pass_rate": pass_rate(functions), "advantage_abs_mean": float(masked_mean(
                           exp["advantages"].abs(), mask)),
-                      **response_stats(mask, batch["input_ids"][:, batch["prompt_len"]:], self.tok.eos_token_id,
+                      **response_stats(mask, batch["input_ids"][:, batch["prompt_len"]:], self.stop,
                                        p.max_new_tokens)})
         return exp, stats
 
@@ -221,16 +210,48 @@ class GRPOController(RoleController):
                 n_updates += 1
         return {k: v / n_updates for k, v in sums.items()}
 
+    # ------------------------------------------------------------------ held-out evaluation
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Pass rate and mean total reward on the held-out prompts, ``eval_samples_per_prompt`` each, sampled
+        with the same seeds at every evaluation (and in chunks of one training round, the engines' size)."""
+        p = self.p
+        rows = repeat_rows(self.eval_records, p.eval_samples_per_prompt)
+        chunk = p.rollout_batch_size * p.group_size
+        names = self._function_names()
+        passed, total = [], []
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            # step 0 is never a training step: these seeds are the evaluation's alone
+            batch = self._generate([r["prompt"] for r in part], round_seed(self.cfg.trainer.seed, 0, i // chunk))
+            scored = score_on_role(self.groups["reward"], batch, part, step)
+            functions = [v for k, v in scored["per_function"].items() if k in names]
+            if functions:
+                passed.append(torch.stack([v >= 1.0 for v in functions]).all(dim=0).float())
+            total.append(scored["total"])
+        out = {"eval_reward_mean": float(torch.cat(total).mean())}
+        if passed:
+            out["eval_pass_rate"] = float(torch.cat(passed).mean())
+        return out
+
     def step_stats(self, step: int) -> tuple[dict[str, float], dict[str, Any]]:
+        p, stats = self.p, {}
         t0 = time.perf_counter()
-        groups, stats = self.sample_groups(step)
+        if step == 1 and self.eval_records:  # the initial (e.g. SFT) policy, before any update
+            stats.update({f"initial_{k}": v for k, v in self.evaluate(step).items()})
+        t_eval = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        groups, sample_stats = self.sample_groups(step)
+        stats.update(sample_stats)
         t1 = time.perf_counter()
         exp, exp_stats = self.experience(groups)
         t2 = time.perf_counter()
         stats.update(exp_stats)
         stats.update(self.train(exp, step))
-        stats.update({"time_generate_score_s": t1 - t0, "time_logprobs_s": t2 - t1,
-                      "time_train_s": time.perf_counter() - t2})
+        t3 = time.perf_counter()
+        if self.eval_records and (step == self.cfg.trainer.max_steps or (p.eval_every and step % p.eval_every == 0)):
+            stats.update(self.evaluate(step))
+        stats.update({"time_generate_score_s": t1 - t0, "time_logprobs_s": t2 - t1, "time_train_s": t3 - t2,
+                      "time_eval_s": t_eval + time.perf_counter() - t3})
         return stats, {"groups": groups, "exp": exp}
 
     def sample_table(self, step: int, samples: dict[str, Any]) -> dict[str, list]:

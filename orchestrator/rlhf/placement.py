@@ -1,4 +1,5 @@
-"""Ray placement of the RL roles: one placement group, role actors pinned to its bundles.
+"""Ray placement of the RL roles: one placement group reserves their resources; each rank of a role is a role
+object in a warm host (:mod:`orchestrator.runtime.worker_group`) on its bundle's node.
 
 ``<kind>.colocate=true`` (default) reserves one bundle holding every role's resources (STRICT_PACK:
 all roles on one node, sharing its devices through fractional CPUs/GPUs). ``false`` gives every
@@ -41,44 +42,60 @@ def bundles_for(ppo: Any, roles: Sequence[str] = ROLES) -> tuple[list[dict[str, 
     return bundles, index
 
 
-def _node_address() -> str:
-    import ray
+class HostedRole:
+    """A role object living in a warm host (:mod:`orchestrator.runtime.worker_group`), called like an actor:
+    ``role.generate.remote(...)`` runs ``generate`` on the hosted object."""
 
-    from orchestrator.core.dist import free_port
+    def __init__(self, host: Any) -> None:
+        self.host = host
 
-    return f"{ray.util.get_node_ip_address()}:{free_port()}"
+    def __getattr__(self, method: str) -> Any:
+        actor = self.__dict__["host"].actor
+
+        class _Method:
+            @staticmethod
+            def remote(*args: Any, **kwargs: Any) -> Any:
+                return actor.invoke.remote(method, args, kwargs)
+
+        return _Method
+
+
+ROLE_PRELOAD = ("torch", "transformers", "transformers.models.llama.modeling_llama", "deepspeed",
+                "orchestrator.rlhf.roles")
+"""What a new role host imports as soon as it starts."""
 
 
 class RoleGroup:
-    """The Ray actors of one role (``num_workers`` ranks); ``call`` runs a method on every rank."""
+    """The ranks of one role (``num_workers``), each a role object in a warm host placed on its bundle's node;
+    ``call`` runs a method on every rank."""
 
     def __init__(self, name: str, cls: type, role_cfg: Any, pg: Any, bundle_indices: Sequence[int],
                  make_args: Callable[[int, int, str], tuple[tuple, dict]], env: dict[str, str]) -> None:
         import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from orchestrator.runtime.worker_group import borrow
 
         self.name = name
         n = role_cfg.num_workers
-
-        def strategy(i: int) -> Any:
-            return PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=bundle_indices[i])
-
+        shape = _bundle(role_cfg)
+        self.hosts = borrow(pg, [shape] * (max(bundle_indices) + 1), bundle_indices, env, ROLE_PRELOAD)
         # rank 0's host:port for the role's process group (a single rank needs no lookup: it is its own store)
-        master = "127.0.0.1:0" if n == 1 else ray.get(
-            ray.remote(num_cpus=0)(_node_address).options(scheduling_strategy=strategy(0)).remote())
-        remote_cls = ray.remote(cls)
-        self.workers = []
-        for rank in range(n):
+        if n == 1:
+            master = "127.0.0.1:0"
+        else:
+            ips = ray.get([h.actor.info.remote() for h in self.hosts])
+            addr = "127.0.0.1" if len({i["node_id"] for i in ips}) == 1 else ips[0]["ip"]
+            master = f"{addr}:{ray.get(self.hosts[0].actor.free_port.remote())}"
+        self.pending = []
+        for rank, host in enumerate(self.hosts):
             args, kwargs = make_args(rank, n, master)
-            self.workers.append(remote_cls.options(
-                num_cpus=role_cfg.num_cpus, num_gpus=role_cfg.num_gpus, scheduling_strategy=strategy(rank),
-                runtime_env={"env_vars": env}, name=None, max_restarts=0,
-            ).remote(*args, **kwargs))
+            self.pending.append(host.actor.construct.remote(cls, args, kwargs, host.devices))
+        self.workers = [HostedRole(h) for h in self.hosts]
 
     def ready(self) -> list:
-        """Futures that resolve once every rank's actor is constructed (wait on all roles' at once, so the
-        roles start in parallel)."""
-        return [w.ping.remote() for w in self.workers]
+        """Futures that resolve once every rank's role object is constructed (wait on all roles' at once, so
+        the roles start in parallel)."""
+        return list(self.pending)
 
     def __len__(self) -> int:
         return len(self.workers)
@@ -92,13 +109,16 @@ class RoleGroup:
         return [getattr(w, method).remote(s, *args, **kwargs) for w, s in zip(self.workers, shards)]
 
     def kill(self) -> None:
-        import ray
+        """End the role's hosts (after a failure: a host may be dead or stuck in a collective)."""
+        from orchestrator.runtime.worker_group import kill_hosts
 
-        for w in self.workers:
-            try:
-                ray.kill(w, no_restart=True)
-            except Exception:  # already dead
-                pass
+        kill_hosts(self.hosts)
+
+    def give_back(self) -> None:
+        """The job is over and the role healthy: its hosts go back to the warm pool."""
+        from orchestrator.runtime.worker_group import give_back
+
+        give_back(self.hosts)
 
 
 def check_placement(colocate: bool, placement: str, kind: str) -> None:

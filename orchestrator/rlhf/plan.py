@@ -21,7 +21,7 @@ def ppo_plan(cfg: Any) -> dict[str, Any]:
         "grad_accum_steps": {r: p.minibatch_size // (cfg.parallel.micro_batch_size * getattr(p, r).num_workers)
                              for r in ("actor", "critic")},
         "total_optimizer_steps": cfg.trainer.max_steps * p.ppo_epochs * minibatches,
-        "reward": p.reward_model or f"rule {p.reward_fn}",
+        "reward": p.reward_model or [f"{f.metric_name}={f.weight:g} x {f.function}" for f in cfg.reward.functions],
         "kl": f"{p.kl_kind}, {p.kl_controller} beta={p.kl_coef}",
     }
 

@@ -3,7 +3,8 @@
 One PPO step::
 
     prompts (seeded sampler)  -> actor.generate (KV cache, temperature/top-p, EOS)      [generate]
-    actor/reference log-probs, critic values, reward score at the last response token  [score]
+    actor/reference log-probs, critic values, the reward role's score (reward model at the last response
+    token, or ``reward.functions`` on the decoded text)                                 [score]
     reward normaliser -> r_t = -beta*KL_t (+ score on the last token) -> GAE -> whiten
     ppo_epochs x minibatches: actor clipped-policy step, critic clipped-value step      [train]
     KL controller update; metrics; checkpoint every trainer.save_every steps
@@ -24,10 +25,12 @@ import numpy as np
 
 from orchestrator.rlhf.batches import left_pad_prompts
 from orchestrator.rlhf.controller import RoleController, RoleSpec
+from orchestrator.rlhf.groups import pass_rate
+from orchestrator.rlhf.grpo_roles import RewardFunctionRole, reward_base_dir, score_on_role
 from orchestrator.rlhf.kl import make_kl_controller
 from orchestrator.rlhf.mismatch import engine_mismatch
 from orchestrator.rlhf.preference import RewardNormalizer
-from orchestrator.rlhf.roles import CriticRole, PolicyRole, RewardRole
+from orchestrator.rlhf.roles import CriticRole, PolicyRole
 from orchestrator.rlhf.rollout import make_experience, minibatch_indices, pad_right, select, sequence_batch, shard_rows
 from orchestrator.training.sampler import StepSampler
 
@@ -44,20 +47,20 @@ class PPOController(RoleController):
         cfg: the frozen ``PPOConfig``.
         policy_dir: local HF dir of the initial policy (actor and reference start from it).
         critic_dir: local dir the critic starts from (reward model or policy).
-        reward_dir: local reward-model dir, or None for the rule-based ``ppo.reward_fn``.
+        reward_dir: local reward-model dir, or None: the reward is then ``reward.functions``.
         tokenizer_dir: tokenizer of the policy.
-        prompts: prompt strings.
+        records: prompt records (``prompt`` text plus the fields reward functions read).
         tracker: a :class:`~orchestrator.tracking.JobTracker` (or an object with the same logging API).
     """
 
     fault_role = "critic"
 
     def __init__(self, cfg: Any, *, policy_dir: str, critic_dir: str, reward_dir: Optional[str], tokenizer_dir: str,
-                 prompts: list[str], tracker: Any, env: dict[str, str],
+                 records: list[dict[str, Any]], tracker: Any, env: dict[str, str],
                  stop_ids: Optional[list[int]] = None) -> None:
         super().__init__(cfg, tokenizer_dir=tokenizer_dir, tracker=tracker, env=env)
         self.policy_dir, self.critic_dir, self.reward_dir = policy_dir, critic_dir, reward_dir
-        self.prompts = prompts
+        self.records = records
         # conversation prompts stop at the template's end of turn too (rlhf.chat_prompts.generation_stop_ids)
         self.stop: int | list[int] = stop_ids if stop_ids else self.tok.eos_token_id
         self.updates_per_step = self.p.ppo_epochs * (self.p.rollout_batch_size // self.p.minibatch_size)
@@ -69,7 +72,7 @@ class PPOController(RoleController):
         self.step = 0
         self.kl_ctl = make_kl_controller(p.kl_controller, p.kl_coef, p.kl_target, p.kl_horizon)
         self.normalizer = RewardNormalizer(enabled=p.normalize_reward)
-        self.sampler = StepSampler(indices=np.arange(len(self.prompts)), global_batch=p.rollout_batch_size,
+        self.sampler = StepSampler(indices=np.arange(len(self.records)), global_batch=p.rollout_batch_size,
                                    micro_batch=p.rollout_batch_size, dp_rank=0, dp_size=1, seed=self.cfg.trainer.seed)
 
     def state_dict(self) -> dict[str, Any]:
@@ -84,7 +87,7 @@ class PPOController(RoleController):
 
     # ------------------------------------------------------------------ roles
     def role_specs(self) -> dict[str, RoleSpec]:
-        cfg = self.cfg
+        cfg, base = self.cfg, reward_base_dir()
         total = cfg.trainer.max_steps * self.updates_per_step
 
         def kw(r: int, n: int, m: str) -> dict[str, Any]:
@@ -94,7 +97,8 @@ class PPOController(RoleController):
             "actor": (PolicyRole, lambda r, n, m: ((cfg, self.policy_dir, True, total), kw(r, n, m))),
             "critic": (CriticRole, lambda r, n, m: ((cfg, self.critic_dir, total), kw(r, n, m))),
             "reference": (PolicyRole, lambda r, n, m: ((cfg, self.policy_dir, False), kw(r, n, m))),
-            "reward": (RewardRole, lambda r, n, m: ((cfg, self.reward_dir, self.tokenizer_dir), kw(r, n, m))),
+            "reward": (RewardFunctionRole, lambda r, n, m: ((cfg, self.reward_dir, self.tokenizer_dir, base),
+                                                            kw(r, n, m))),
         }
 
     def trained_roles(self) -> tuple[str, ...]:
@@ -114,7 +118,8 @@ class PPOController(RoleController):
     def rollout(self, step: int) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
         p, seed = self.p, self.cfg.trainer.seed
         idx = self.sampler.next_step()[0]
-        texts = [self.prompts[int(i)] for i in idx]
+        records = [self.records[int(i)] for i in idx]
+        texts = [r["prompt"] for r in records]
         prompts = left_pad_prompts(self.tok, texts, self.cfg.model.seq_len - p.max_new_tokens)
         t0 = time.perf_counter()
         import ray
@@ -131,18 +136,26 @@ class PPOController(RoleController):
         logp = self.gather("actor", "logprobs", batch)
         ref = self.gather("reference", "logprobs", batch)
         values = self.gather("critic", "values", batch)
-        scored = self.gather("reward", "score", batch)
-        raw = scored["score"]
+        scored = score_on_role(self.groups["reward"], batch, records, step)
+        # the reward model's score is the reward when there is one; the functions then only monitor
+        raw = scored["model_raw"] if "model_raw" in scored else scored["functions_total"]
         self.normalizer.update(raw)
         scores = self.normalizer.normalize(raw)
         exp, stats = make_experience(batch, logp, ref, values, scores, beta=self.kl_ctl.value, kl_kind=p.kl_kind,
                                      gamma=p.gamma, lam=p.lam, whiten=p.whiten_advantages)
         stats.update(engine_mismatch(exp, resp, self.cfg.rollout.tis_cap))
         t2 = time.perf_counter()
-        stats.update({"reward_mean": float(raw.mean()), "reward_std": float(raw.std()),
-                      "rule_score_mean": float(scored["rule_score"].mean()), "beta": self.kl_ctl.value,
-                      "time_generate_s": t1 - t0, "time_score_s": t2 - t1})
-        samples = {"prompt": texts, "rule_score": scored["rule_score"].tolist(), "score": raw.tolist(), "batch": batch}
+        functions = {k: v for k, v in scored["per_function"].items() if k != "model"}
+        rule = scored["functions_total"]
+        stats.update({"reward_mean": float(raw.mean()), "reward_std": float(raw.std()), "beta": self.kl_ctl.value,
+                      "time_generate_s": t1 - t0, "time_score_s": t2 - t1,
+                      **{f"reward/{k}": float(v.mean()) for k, v in functions.items()},
+                      **{f"reward_errors/{k}": float(v) for k, v in scored["num_errors"].items()}})
+        if functions:  # the weighted functions' total (= reward_mean without a reward model)
+            stats.update(rule_score_mean=float(rule.mean()), pass_rate=pass_rate(functions))
+        for msg in scored["errors"][:3]:
+            log.warning("reward.on_error=zero: %s", msg)
+        samples = {"prompt": texts, "rule_score": rule.tolist(), "score": raw.tolist(), "batch": batch}
         return exp, stats, samples
 
     def train(self, exp: dict[str, Any], step: int) -> dict[str, float]:

@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from orchestrator.config.errors import ConfigError
+
 __all__ = ["RewardFunction", "RewardFunctionError", "RewardResult", "RewardScorer", "load_reward_function",
-           "ON_ERROR_CHOICES"]
+           "check_reward_functions", "ON_ERROR_CHOICES"]
 
 ON_ERROR_CHOICES = ("raise", "zero")
 _RESERVED = ("prompt", "completion", "response")
@@ -135,6 +137,22 @@ def load_reward_function(spec: str, weight: float = 1.0, name: Optional[str] = N
         raise RewardFunctionError(spec, f"{module_part} has no function {func_name!r}")
     fields, required = _keyword_fields(spec, fn)
     return RewardFunction(spec, name or func_name, float(weight), fn, fields, required)
+
+
+def check_reward_functions(functions: Sequence[Any]) -> None:
+    """Every ``reward.functions[i]`` (a ``RewardFunctionConfig``) imports and can take
+    ``(prompts, completions, **fields)``: the kinds that take reward functions call this before Ray.
+
+    Raises:
+        ConfigError: naming ``reward.functions[i]``.
+    """
+    for i, f in enumerate(functions):
+        try:
+            load_reward_function(f.function, f.weight, f.metric_name)
+        except RewardFunctionError as exc:
+            raise ConfigError(f"reward.functions[{i}]", f"{f.function}: {exc.problem}",
+                              "fix the module/file path or the function name (package.module:function or "
+                              "path/to/file.py:function, relative to the working directory)") from None
 
 
 def _record_name(records: Sequence[Mapping[str, Any]], i: int) -> str:

@@ -1,10 +1,10 @@
-"""The four PPO roles as plain classes; :mod:`orchestrator.rlhf.placement` turns them into Ray actors.
+"""The PPO model roles as plain classes; :mod:`orchestrator.rlhf.placement` hosts them in warm Ray processes.
 
 * :class:`PolicyRole` - ``actor`` (trained, generates) and ``reference`` (frozen copy of the initial
   policy, scores log-probs).
 * :class:`CriticRole` - value head on an LM backbone (trained).
-* :class:`RewardRole` - frozen reward model (scalar at the last response token) or a rule-based
-  ``reward_fn`` on the decoded text.
+* The reward role (reward model and/or reward functions) is :class:`orchestrator.rlhf.grpo_roles.RewardFunctionRole`,
+  shared with grpo.
 
 Trained roles run a DeepSpeed engine (the project's :func:`init_engine`: ZeRO stage, precision and
 clipping from ``parallel``/``trainer``). A role with ``num_workers > 1`` forms its own gloo/NCCL group;
@@ -16,7 +16,6 @@ exactly the single-process minibatch token-mean gradient.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -289,46 +288,3 @@ def decode_batch(tok: Any, batch: dict[str, Any]) -> tuple[list[str], list[str]]
         resp = resp[resp != tok.eos_token_id]
         responses.append(tok.decode(resp))
     return prompts, responses
-
-
-class RewardRole(RoleBase):
-    """Frozen reward model, or the rule-based ``ppo.reward_fn`` when ``model_dir`` is None."""
-
-    role = "reward"
-
-    def __init__(self, cfg: Any, model_dir: Optional[str], tokenizer_dir: str, rank: int = 0,
-                 world_size: int = 1, master: Optional[str] = None) -> None:
-        super().__init__(cfg, rank, world_size, master)
-        from transformers import AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.model = None
-        self.meta: dict[str, Any] = {}
-        if model_dir is not None:
-            from orchestrator.models.heads import load_scalar_model
-
-            self.model = load_scalar_model(model_dir, kind="reward")
-            self.model.requires_grad_(False)
-            self.model.eval()
-            self.meta = dict(self.model.meta)
-        module, _, func = cfg.ppo.reward_fn.partition(":")
-        self.rule = getattr(importlib.import_module(module), func)
-
-    def stats(self) -> dict[str, Any]:
-        """The reward model's stored mean/std (for the reward normaliser), if any."""
-        return {k: self.meta[k] for k in ("reward_mean", "reward_std", "reward_count") if k in self.meta}
-
-    def decode(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
-        return decode_batch(self.tok, batch)
-
-    @torch.no_grad()
-    def score(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``score`` [B] (reward model at the last response token, else the rule) and ``rule_score``."""
-        from orchestrator.models.heads import last_token_values
-
-        prompts, responses = self.decode(batch)
-        rule = torch.tensor(self.rule(prompts, responses), dtype=torch.float32)
-        if self.model is None:
-            return {"score": rule, "rule_score": rule}
-        values = self.model(**_fwd_kwargs(batch))
-        return {"score": last_token_values(values, batch["attention_mask"]), "rule_score": rule}

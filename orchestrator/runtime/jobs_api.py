@@ -239,5 +239,7 @@ def find_run(tracking_uri: str, experiment: str, job_id: str, wait_s: float = 0.
 def run_link(tracking_uri: str, run) -> str:
     """Browser link of a run on a tracking server; for local stores the run id and where it lives."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        from orchestrator.tracking.ui import ui_link
+
+        return ui_link(tracking_uri, run.info.experiment_id, run.info.run_id)  # opens the model-training view
     return f"run {run.info.run_id} in {redact_value(tracking_uri)} (browse with `mlflow ui --backend-store-uri ...`)"

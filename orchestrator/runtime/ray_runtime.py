@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from orchestrator.config.cluster import ClusterConfig
 from orchestrator.core.console import quiet_env, verbose
@@ -13,15 +13,10 @@ from orchestrator.core.dist import free_port
 
 log = logging.getLogger(__name__)
 
-# A private in-process Ray lives and dies with this one job on this one machine: Ray Train's services
-# for long-lived clusters only cost start-up time and CPU there (each is one more Python process).
+# A private in-process Ray lives and dies with this one job on this one machine: services for long-lived
+# clusters only cost start-up time and CPU there (each is one more Python process).
 LOCAL_RAY_ENV = {
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # watches for nodes being drained: there are no other nodes
-    "RAY_TRAIN_METRICS_ENABLED": "0",  # Prometheus gauges nobody scrapes on a private Ray
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage report thread (the machine may be offline anyway)
-    # The Train controller polls its workers every 2 s by default, so a finished group is noticed up to
-    # 2 s late (several times per job: start, every report, the end); a local poll is cheap.
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
 }
 
 
@@ -47,13 +42,33 @@ def local_num_cpus(cluster: ClusterConfig) -> int:
     return max(cluster.num_cpus or os.cpu_count() or 1, cluster.num_workers * cluster.cpus_per_worker)
 
 
+LOCAL_START_TRIES = 3
+
+
+def _init_local(start: Callable[[], object]) -> None:
+    """Start the in-process Ray, again when its raylet did not register within Ray's fixed 30 s (it happens
+    on an overloaded machine: "The current node timed out during startup"); other errors are raised."""
+    import ray
+
+    for attempt in range(1, LOCAL_START_TRIES + 1):
+        try:
+            start()
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc) or attempt == LOCAL_START_TRIES:
+                raise
+            log.warning("local Ray did not start in time (attempt %d/%d, machine overloaded?); starting it again",
+                        attempt, LOCAL_START_TRIES)
+            ray.shutdown()
+
+
 @contextmanager
 def ray_session(cluster: ClusterConfig) -> Iterator[None]:
     """Ray for the duration of a job.
 
-    ``cluster.address`` null starts a private local Ray in-process (token auth on, dashboard and
-    every service on 127.0.0.1) and shuts it down afterwards; any other address connects to that
-    cluster (``auto`` = the one ``ray start`` runs on this machine). Inside a job that Ray already
+    ``cluster.address`` null starts a private local Ray in-process (token auth on, every service on
+    127.0.0.1; no dashboard unless ``cluster.dashboard``) and shuts it down afterwards; any other
+    address connects to that cluster (``auto`` = the one ``ray start`` runs on this machine). Inside a job that Ray already
     started (a submitted job, a pipeline stage), the existing connection is reused.
     """
     import ray
@@ -66,28 +81,26 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         os.environ.setdefault(key, value)  # the driver builds models and data too
     runtime_env = {"env_vars": env}
     if cluster.address is None:
-        # The dashboard serves the State API that Ray Train's placement-group cleaner (an actor) polls; it
-        # binds 127.0.0.1 and sits behind the same token auth. The cleaner finds it through
-        # RAY_API_SERVER_ADDRESS: left to discover "the" local Ray it fails (and its thread dies with a
-        # traceback on the console) whenever another Ray runs on the machine (parallel tests, a second job).
-        dashboard_port = free_port()
-        runtime_env = {"env_vars": {**env, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}}
-        ray.init(
+        dashboard = {"include_dashboard": False}
+        if cluster.dashboard:  # binds 127.0.0.1, behind the same token auth
+            dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()}
+        _init_local(lambda: ray.init(
             address="local",
             num_cpus=local_num_cpus(cluster),
             num_gpus=None if cluster.use_gpu else 0,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            dashboard_port=dashboard_port,
             runtime_env=runtime_env,
             logging_level=logging.WARNING,
             log_to_driver=True,
             logging_config=None if verbose() else ray.LoggingConfig(log_level="WARNING"),
-        )
+            **dashboard,
+        ))
     else:
         address = os.environ.get("RAY_ADDRESS") if cluster.address == "auto" and os.environ.get("RAY_ADDRESS") else cluster.address
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
     try:
         yield
     finally:
+        from orchestrator.runtime.worker_group import forget
+
+        forget()  # the warm hosts die with this Ray
         ray.shutdown()

@@ -10,6 +10,7 @@ class NullTracker:
     """Stands in for :class:`~orchestrator.tracking.tracker.JobTracker` when tracking is disabled."""
 
     run_id: Optional[str] = None
+    experiment_id: Optional[str] = None
     client = None
 
     def __getattr__(self, name: str) -> Any:

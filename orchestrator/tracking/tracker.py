@@ -18,6 +18,7 @@ import yaml
 from orchestrator.config.base import as_dict
 from orchestrator.config.jobs import JobConfig
 from orchestrator.config.redact import redact
+from orchestrator.tracking.describe import NOTE_TAG, describe_run
 from orchestrator.tracking.metrics import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ class JobTracker:
     """The MLflow run of one job (see :meth:`start`). Use as a context manager: the run ends
     FINISHED on success, FAILED on an exception, KILLED on Ctrl-C or SIGTERM (``ray job stop``)."""
 
-    def __init__(self, client, run_id: str, cfg: JobConfig, resumed: bool) -> None:
+    def __init__(self, client, run_id: str, cfg: JobConfig, resumed: bool, experiment_id: Optional[str] = None) -> None:
         self.client = client
         self.run_id = run_id
+        self.experiment_id = experiment_id
+        """The run's experiment (for UI links)."""
         self.cfg = cfg
         self.resumed = resumed
         self.tracking_uri: str = cfg.tracking.uri  # type: ignore[assignment]
@@ -82,7 +85,8 @@ class JobTracker:
 
         The run id is kept in ``<output_dir>/tracking.json``; without that file (a node-local output
         directory on another node, checkpoints on ``cluster.storage_path``) ``resume_run_id``, the run
-        recorded in the resumed checkpoint, is reopened. ``resume=never`` always starts a new run. Tags: ``job_kind``, ``config_hash``, ``git_commit``, ``run_name`` (+ ``cfg.tracking.tags``).
+        recorded in the resumed checkpoint, is reopened. ``resume=never`` always starts a new run. Tags: ``job_kind``, ``config_hash``, ``git_commit``, ``run_name`` (+ ``cfg.tracking.tags``)
+        and the run's one-sentence description (``mlflow.note.content``, :mod:`.describe`).
         """
         from mlflow import MlflowClient
 
@@ -92,18 +96,18 @@ class JobTracker:
         prepare_local_store(cfg.tracking.uri)
         client = MlflowClient(tracking_uri=cfg.tracking.uri)
         state_path = Path(cfg.output_dir) / STATE_FILE
-        run_id = None
+        run_id = exp_id = None
         if cfg.resume != "never" and state_path.exists():
             state = json.loads(state_path.read_text())
             if state.get("tracking_uri") == cfg.tracking.uri:
                 try:
-                    client.get_run(state["run_id"])
+                    exp_id = client.get_run(state["run_id"]).info.experiment_id
                     run_id = state["run_id"]
                 except Exception:
                     log.warning("run %s recorded in %s is not in the store; starting a new run", state["run_id"], state_path)
         elif cfg.resume != "never" and resume_run_id:
             try:
-                client.get_run(resume_run_id)
+                exp_id = client.get_run(resume_run_id).info.experiment_id
                 run_id = resume_run_id
             except Exception:
                 log.warning("run %s of the resumed checkpoint is not in the store; starting a new run", resume_run_id)
@@ -111,16 +115,17 @@ class JobTracker:
                 "run_name": cfg.run_name, **cfg.tracking.tags, **(extra_tags or {})}
         if cfg.tracking.parent_run_id:
             tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+        tags[NOTE_TAG] = describe_run(cfg, tags)  # the run's description in the MLflow UI
         if run_id is not None:
             client.update_run(run_id, status="RUNNING")
             for k, v in tags.items():
                 client.set_tag(run_id, k, v)
-            tracker = cls(client, run_id, cfg, resumed=True)
+            tracker = cls(client, run_id, cfg, resumed=True, experiment_id=exp_id)
         else:
             exp_id = ensure_experiment(client, cfg)
             run = client.create_run(exp_id, run_name=run_name or cfg.run_name, tags=tags)
             run_id = run.info.run_id
-            tracker = cls(client, run_id, cfg, resumed=False)
+            tracker = cls(client, run_id, cfg, resumed=False, experiment_id=exp_id)
             tracker._log_config()
             state_path.parent.mkdir(parents=True, exist_ok=True)
             state_path.write_text(json.dumps({"run_id": run_id, "tracking_uri": cfg.tracking.uri}))
@@ -216,6 +221,12 @@ class JobTracker:
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def log_table(self, table: Mapping[str, Any], artifact_file: str) -> None:
+        """A table (column -> values) the UI shows as one, replacing an earlier one of the same name."""
+        from orchestrator.tracking.tables import log_table
+
+        log_table(self.client, self.run_id, table, artifact_file)
 
     def log_dataset(self, dataset_dir: str | Path, context: str, name: Optional[str] = None) -> str:
         """Record a dataset directory (its manifest digest) as an input of this run; returns the digest."""

@@ -1,9 +1,10 @@
 """Driver side of every DeepSpeed training job (pretrain, sft, reward_model, dpo): inputs, resume
-decision, the MLflow run with lineage, the Ray Train worker group (the only Ray plumbing), registration.
+decision, the MLflow run with lineage, the worker group (:mod:`orchestrator.runtime.rank_group` on warm
+hosts: the only Ray plumbing), registration.
 
 Public API:
     run_training(cfg, task) -> result dict      (a kind's runner: ``run_training(cfg, SFTTask())``)
-    fit_worker_group(cfg, train_fn, train_loop_config) -> ray.train.Result
+    fit_worker_group(cfg, train_fn, train_loop_config) -> list of per-rank results
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Callable, Optional
 
 from orchestrator.config.jobs import TrainJobConfig, checkpoint_root
 from orchestrator.config.plan import make_train_plan
-from orchestrator.core.console import StepProgress, say, verbose
+from orchestrator.core.console import StepProgress, say
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
 from orchestrator.core.timing import Phases, one_line
 from orchestrator.engine.checkpoint import latest_committed, read_trainer_state
@@ -34,54 +35,40 @@ from orchestrator.training.worker import EVAL_FILE, STARTUP_FILE, WorkerArgs, tr
 log = logging.getLogger(__name__)
 
 
-def ray_storage(cfg: TrainJobConfig) -> tuple[str, str]:
-    """(storage_path, name) of the Ray Train run: the directory that holds :func:`checkpoint_root`
-    (``output_dir``, or ``<cluster.storage_path>/<run_name>``), so our committed checkpoints lie inside Ray's
-    run directory and are registered where they are, never copied a second time."""
-    run_dir = checkpoint_root(cfg).parent
-    return str(run_dir.parent), run_dir.name
+WORKER_PRELOAD = ("torch", "transformers", "transformers.models.llama.modeling_llama", "deepspeed",
+                  "orchestrator.training.worker", "orchestrator.training.loop", "orchestrator.engine.initialize",
+                  "orchestrator.engine.checkpoint", "orchestrator.models.build", "orchestrator.data.shards")
+"""Imported by each worker process as soon as it starts, while the driver opens the MLflow run."""
 
 
-def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], None],
-                     train_loop_config: dict[str, Any]) -> Any:
-    """Run ``train_fn`` on ``cluster.num_workers`` Ray Train workers and wait for it.
+def group_spec(cluster: Any) -> Any:
+    """The worker group layout of a job's ``cluster`` settings."""
+    from orchestrator.runtime.ray_runtime import worker_env
+    from orchestrator.runtime.worker_group import GroupSpec
 
-    gloo on CPU / NCCL on GPU; ``trainer.max_failures`` restarts the whole group (the workers resume
-    from the newest reported checkpoint). Must run inside :func:`orchestrator.runtime.ray_runtime.ray_session`.
+    return GroupSpec(num_workers=cluster.num_workers, cpus_per_worker=cluster.cpus_per_worker,
+                     use_gpu=cluster.use_gpu, placement=cluster.placement,
+                     env=tuple(sorted(worker_env(cluster).items())))
+
+
+def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], Any],
+                     train_loop_config: dict[str, Any]) -> list[Any]:
+    """Run ``train_fn`` on ``cluster.num_workers`` ranks (gloo on CPU / NCCL on GPU) and wait for it;
+    returns each rank's result. A failure restarts the whole group up to ``trainer.max_failures`` times
+    (the workers resume from the newest committed checkpoint). Must run inside
+    :func:`orchestrator.runtime.ray_runtime.ray_session`; the processes stay warm for the next job.
 
     Raises:
-        ray.train.TrainingFailedError: the group failed more than ``max_failures`` times.
+        WorkerGroupError: the group failed more than ``max_failures`` times (names the rank and the cause).
     """
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from orchestrator.runtime.rank_group import run_on_group
 
-    c = cfg.cluster
-    storage, name = ray_storage(cfg)
-    # A job stopped mid-run (`orchestrator stop`: SIGTERM) leaves Ray Train's snapshot naming checkpoints
-    # our CheckpointManager has since pruned, and a new fit() refuses such a run directory. Resume across
-    # jobs is ours (resolve_resume -> resume_dir), so start Ray's fresh.
-    (Path(storage) / name / "checkpoint_manager_snapshot.json").unlink(missing_ok=True)
-    trainer = TorchTrainer(
-        train_fn,
-        train_loop_config=train_loop_config,
-        torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu,
-                                     resources_per_worker={"CPU": c.cpus_per_worker},
-                                     placement_strategy=c.placement.upper()),
-        run_config=RunConfig(
-            name=name, storage_path=storage,
-            failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
-            # Checkpoints are committed and pruned by our CheckpointManager; Ray only references them.
-            checkpoint_config=CheckpointConfig(num_to_keep=None),
-            # Ray Train's per-report INFO lines are noise next to our own step logging.
-            logging_config=None if verbose() else LoggingConfig(log_level="WARNING"),
-        ),
-    )
-    return trainer.fit()
+    return run_on_group(group_spec(cfg.cluster), train_fn, train_loop_config, max_failures=cfg.trainer.max_failures,
+                        preload=WORKER_PRELOAD, what=f"{cfg.kind} worker group")
 
 
 def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
-    """Train ``cfg.model`` with ``task`` on ``cluster.num_workers`` Ray Train workers with DeepSpeed.
+    """Train ``cfg.model`` with ``task`` on ``cluster.num_workers`` workers with DeepSpeed.
 
     Returns:
         ``run_id`` (MLflow, None without tracking), ``output_dir``, ``checkpoint_dir`` (newest committed),
@@ -99,9 +86,12 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
         step = read_trainer_state(prepared["resume_dir"])["step"]
         say(f"{cfg.kind}: resumed from {prepared['resume_dir']} at step {step}")
     with contextlib.ExitStack() as stack:
-        _import_in_background("mlflow.store.tracking.sqlalchemy_store", "ray.train.torch")  # while Ray starts
+        _import_in_background("mlflow.store.tracking.sqlalchemy_store")  # while Ray starts
         with phases.phase("ray_start"):
             stack.enter_context(ray_session(cfg.cluster))
+            from orchestrator.runtime.rank_group import prepare
+
+            prepare(group_spec(cfg.cluster), WORKER_PRELOAD)  # workers start and import while MLflow opens
         with phases.phase("tracking_start"):
             tracker = stack.enter_context(job_run(cfg, resume_run_id=prepared["resume_run_id"]))
         version = _train(cfg, task, prepared, tracker, phases)
@@ -187,8 +177,8 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
 
 
 def _startup_metrics(out: Path, phases: Phases) -> dict[str, float]:
-    """The job's ``startup.*`` breakdown: driver phases, the worker group's start (Ray Train controller,
-    worker processes) and rank 0's own phases (imports, data, model, engine, first step, checkpoints,
+    """The job's ``startup.*`` breakdown: driver phases, the worker group's start (placement, worker
+    processes and their imports; near zero when a warm group is reused) and rank 0's own phases (imports, data, model, engine, first step, checkpoints,
     eval, export); also written to ``<output_dir>/startup.json``."""
     seconds = dict(phases.seconds)
     fit_start = seconds.pop("fit_start_time", None)

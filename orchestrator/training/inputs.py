@@ -35,7 +35,7 @@ def resolve_model(uri: Optional[str], cfg: Any, key: str) -> Optional[str]:
 
 def dataset_dir(cfg: Any, fmt: str, tokenizer_dir: Optional[str]) -> Path:
     """``data.path`` (checked to hold a dataset of ``fmt``), or the demo dataset when it is null: packed
-    blocks of the demo corpus for pretraining, the verifiable demo task's records otherwise."""
+    blocks of the demo corpus for pretraining, the records of the generated task ``data.task`` otherwise."""
     if cfg.data.path is None:
         if fmt == PACKED:
             from orchestrator.data.demo import ensure_demo_dataset
@@ -44,7 +44,8 @@ def dataset_dir(cfg: Any, fmt: str, tokenizer_dir: Optional[str]) -> Path:
                                        seed=0)
         from orchestrator.data.task import ensure_task_dataset
 
-        return ensure_task_dataset(cfg.workspace, fmt, seed=cfg.trainer.seed, tokenizer_dir=tokenizer_dir)
+        return ensure_task_dataset(cfg.workspace, fmt, seed=cfg.trainer.seed, tokenizer_dir=tokenizer_dir,
+                                   task=cfg.data.task)
     path = Path(cfg.data.path).expanduser().resolve()
     found = load_manifest(path).get("format", PACKED)
     if not (found == fmt or (fmt == "prompts" and found in ("sft", "preference"))):

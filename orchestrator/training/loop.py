@@ -158,10 +158,9 @@ def select_resume(driver_choice: Optional[str], checkpoint_root: str | Path, att
     """Collective: the checkpoint this worker group starts from.
 
     The first start of a job uses the driver's choice (``resume=auto|never|<path>``). A restart of the
-    group inside the same job (Ray Train ``max_failures``) uses the newest committed checkpoint of this
-    run: our ``latest`` is authoritative because Ray registers reported checkpoints asynchronously and
-    may still name an older one when a worker dies right after a save. ``attempt_id`` (one per driver
-    call) tells the two apart through a marker file in the checkpoint root.
+    group inside the same job (``trainer.max_failures``) uses the newest committed checkpoint of this
+    run (our ``latest``), so steps committed before the failure are not recomputed. ``attempt_id`` (one per
+    driver call) tells the two apart through a marker file in the checkpoint root.
     """
     from orchestrator.engine.checkpoint import latest_committed
 
@@ -199,12 +198,14 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
                checkpoints: CheckpointManager, reporter: Any, state: Optional[TrainState] = None,
                sink: Optional[MetricsSink] = None, extra_state: Optional[dict[str, Any]] = None,
                eval_fn: Optional[Callable[[], dict[str, float]]] = None,
-               timings: Optional[dict[str, float]] = None) -> TrainState:
+               timings: Optional[dict[str, float]] = None,
+               on_step: Optional[Callable[[int], None]] = None) -> TrainState:
     """Train from ``state.step`` to ``spec.max_steps``; checkpoint every ``save_every`` steps and at the end.
 
     Rank 0 appends each step's metrics to ``<output_dir>/steps.jsonl`` (the job's per-step record; a
     recovered step overwrites its earlier line when read) and to ``sink``. ``timings`` (when given)
-    receives ``first_step`` and the summed ``checkpoint`` wall seconds. Returns the final state.
+    receives ``first_step`` and the summed ``checkpoint`` wall seconds; ``on_step(step)`` (when given) runs
+    after each step's record on this rank. Returns the final state.
     """
     timings = {} if timings is None else timings
     state = state or TrainState()
@@ -269,6 +270,8 @@ def train_loop(engine: Any, source: BatchSource, objective: Objective, spec: Loo
             steplog.append(step, {**metrics, "end_time_s": time.time()})  # wall clock for throughput benches
             if sink is not None and step % spec.log_every == 0:
                 sink.log(metrics, step)
+        if on_step is not None:  # after the step's record, before its checkpoint (e.g. a sample table)
+            on_step(step)
         if step == spec.max_steps or (spec.save_every and step % spec.save_every == 0):
             if sink is not None and rank == 0:
                 sink.flush()  # invariant: every step up to a committed checkpoint is in the tracking store

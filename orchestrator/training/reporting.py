@@ -1,7 +1,7 @@
 """The only door from a training loop to Ray: a small reporting interface.
 
-:class:`RayTrainReporter` imports ``ray.train`` lazily (inside a Ray Train worker); :class:`LocalReporter`
-serves single-process runs (unit tests, the bare-DeepSpeed benchmark baseline).
+:class:`GroupReporter` serves a rank of the job's worker group (:mod:`orchestrator.runtime.worker_group`);
+:class:`LocalReporter` single-process runs (unit tests, the bare-DeepSpeed benchmark baseline).
 """
 
 from __future__ import annotations
@@ -41,27 +41,23 @@ class LocalReporter:
         self.reports.append((dict(metrics), checkpoint_dir))
 
 
-class RayTrainReporter:
-    """Reports to Ray Train. Checkpoints are already committed in the run's checkpoint root (inside Ray's
-    run directory, on storage every node reaches): they are registered where they are, never copied."""
+class GroupReporter:
+    """A rank of the job's worker group (:mod:`orchestrator.runtime.worker_group`). Checkpoints are already
+    committed in the run's checkpoint root (on storage every node reaches): a report only remembers the
+    newest one and the last metrics, which this rank's function returns to the driver."""
 
     def __init__(self) -> None:
-        import ray
-        import ray.train
+        from orchestrator.runtime.worker_group import rank_context
 
-        ctx = ray.train.get_context()
-        self.world_rank = ctx.get_world_rank()
-        self.world_size = ctx.get_world_size()
-        self.local_rank = ctx.get_local_rank()
-        self.node_id = ray.get_runtime_context().get_node_id()
+        ctx = rank_context()
+        self.world_rank = ctx.rank
+        self.world_size = ctx.world_size
+        self.local_rank = ctx.local_rank
+        self.node_id = ctx.node_id
+        self.metrics: dict[str, Any] = {}
+        self.checkpoint_dir: Optional[str] = None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Optional[str] = None) -> None:
-        import ray.train
-
-        if checkpoint_dir is None or self.world_rank != 0:
-            ray.train.report(metrics, checkpoint=None)
-            return
-        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        name = os.path.basename(checkpoint_dir)
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name,
-                         checkpoint_upload_fn=lambda c, _name: c, delete_local_checkpoint_after_upload=False)
+        self.metrics = dict(metrics)
+        if checkpoint_dir is not None:
+            self.checkpoint_dir = checkpoint_dir

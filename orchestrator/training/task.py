@@ -1,10 +1,11 @@
 """What a training kind plugs into the shared driver and worker: a :class:`TrainTask`.
 
 The driver (:mod:`.driver`) and the worker (:mod:`.worker`) own everything the kinds share: inputs,
-the MLflow run, the Ray Train worker group, the DeepSpeed engine, checkpoints, exact resume, recovery,
+the MLflow run, the worker group, the DeepSpeed engine, checkpoints, exact resume, recovery,
 metrics, eval files and the Hugging Face export. A kind's task supplies only what differs: the model,
 the objective, how held-out batches are scored, extra metrics and (when it is not a plain causal LM)
-the export. Tasks are pickled to the workers, so they hold no state beyond their class.
+the export, and a sample table (:meth:`TrainTask.log_samples`). Tasks are pickled to the workers, so
+they hold no state beyond their class.
 
 This module is imported by the kind modules during validation and dry runs: it imports neither torch
 nor Ray; the defaults below import what they use when a worker calls them.
@@ -13,8 +14,11 @@ nor Ray; the defaults below import what they use when a worker calls them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
+
+log = logging.getLogger(__name__)
 
 Objective = Callable[[Any, dict], tuple[Any, dict]]
 """``objective(engine, micro_batch) -> (loss tensor, {metric: float})`` (see :mod:`.loop`)."""
@@ -99,3 +103,53 @@ class TrainTask:
         from orchestrator.engine.export import export_hf
 
         export_hf(engine, export_dir, rank=ctx.rank, tokenizer_dir=ctx.tokenizer_dir)
+
+    # ------------------------------------------------------------------ sample tables
+    def sample_every(self, cfg: Any) -> int:
+        """Steps between sample tables; 0 = none (the default: pretrain and reward_model log none)."""
+        return 0
+
+    def sample_table(self, model: Any, ctx: WorkerContext, held_out: list, objective: Objective) -> Optional[dict[str, list]]:
+        """The table's columns (name -> one value per row) from the unwrapped ``model`` on rank 0 alone (no
+        collective); ``held_out``: this rank's held-out micro-batches. None: no table."""
+        return None
+
+    def log_samples(self, engine: Any, ctx: WorkerContext, step: int, held_out: list, objective: Objective,
+                    sink: Any) -> Optional[str]:
+        """Rank 0's hook after each optimizer step: every :meth:`sample_every` steps and at the last step,
+        the :meth:`sample_table` goes to ``<output_dir>/samples/step_<k>.json`` and into the run through
+        ``sink`` (the rank's ``MetricsLogger``; None: tracking off, the local copy only).
+
+        Only for layouts where rank 0 holds whole weights: with ZeRO-3, tensor or pipeline parallelism a
+        forward pass is a collective the other ranks are not in, so no table is made (said once).
+        Returns the local copy's path, or None when no table was due.
+        """
+        cfg, plan = ctx.cfg, ctx.plan
+        every = self.sample_every(cfg)
+        if ctx.rank != 0 or not every or (step % every and step != cfg.trainer.max_steps):
+            return None
+        if cfg.parallel.zero_stage == 3 or plan.tp_size > 1 or plan.pp_size > 1:
+            if not _SHARDED_WARNED:
+                _SHARDED_WARNED.append(True)
+                log.warning("no sample tables: rank 0 does not hold whole weights with ZeRO-3, tensor or pipeline "
+                            "parallelism (set %s.sample_every=0 to silence this)", cfg.kind)
+            return None
+        from orchestrator.tracking.samples import log_sample_table
+
+        model = engine.module
+        was_training = model.training
+        model.eval()
+        try:
+            table = self.sample_table(model, ctx, held_out, objective)
+        finally:
+            model.train(was_training)
+        if not table:
+            return None
+        table = {"step": [step] * len(next(iter(table.values()))), **table}
+        path = log_sample_table(getattr(sink, "client", None), getattr(sink, "run_id", None), table, step,
+                                cfg.output_dir)
+        return str(path)
+
+
+_SHARDED_WARNED: list[bool] = []
+"""Whether this process already said that sharded layouts get no sample tables."""

@@ -1,9 +1,9 @@
-"""What every Ray Train worker of a training job runs: data, model, engine, loop, eval, export.
+"""What every rank of a training job's worker group runs: data, model, engine, loop, eval, export.
 
 One worker for pretrain, sft, reward_model and dpo. The data family comes from the task's
 ``data_format``: packed token blocks (pretraining) or tokenized records (sft / preference); the model,
 objective, scoring and export come from the kind's :class:`~orchestrator.training.task.TrainTask`.
-``train_worker(config)`` is the Ray Train entry; :func:`run_worker` is the same work against any
+``train_worker(config)`` is the worker group's entry; :func:`run_worker` is the same work against any
 :class:`~orchestrator.training.reporting.Reporter`, so it also runs in one plain process.
 """
 
@@ -53,13 +53,13 @@ class WorkerArgs:
     """Unique per driver call: tells a first start from a restart inside the job (see ``select_resume``)."""
 
 
-def train_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point (``train_loop_per_worker``)."""
-    from orchestrator.training.reporting import RayTrainReporter
+def train_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Entry point of every rank of the job's worker group; returns the final eval metrics."""
+    from orchestrator.training.reporting import GroupReporter
 
     entry_time = time.time()
     args: WorkerArgs = config["args"]
-    run_worker(args, RayTrainReporter(), entry_time)
+    return run_worker(args, GroupReporter(), entry_time)
 
 
 def _packed_data(args: WorkerArgs, ctx: WorkerContext) -> tuple[Any, list]:
@@ -156,8 +156,12 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
         initial = eval_fn() if state is None and task.initial_eval else {}
     spec = LoopSpec.from_config(cfg, plan, str(out), num_params)
     t_loop = time.perf_counter()
+    def samples(step: int) -> None:  # rank 0: the kind's sample table, when due
+        task.log_samples(engine, ctx, step, held_out, objective, sink)
+
     state = train_loop(engine, source, objective, spec, checkpoints=ckpts, reporter=reporter, state=state,
-                       sink=sink, extra_state=args.extra_state, eval_fn=eval_fn, timings=phases.seconds)
+                       sink=sink, extra_state=args.extra_state, eval_fn=eval_fn, timings=phases.seconds,
+                       on_step=samples if rank == 0 else None)
     phases.add("train_loop", time.perf_counter() - t_loop)
     with phases.phase("final_eval"):
         final = eval_fn()

@@ -52,12 +52,16 @@ def test_every_stage_is_a_finished_child_run_with_metrics(finished):
         assert child.info.status == "FINISHED", kind
         assert child.data.metrics, f"{kind} logged no metrics"
         assert child.data.tags["pipeline"] == "default" and child.data.tags["config_hash"]
-    assert "pipeline_summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pipeline_summary.json", "pipeline_overview.json", "pipeline_dag.svg"} <= parent_artifacts
+    assert all(r.data.tags.get("mlflow.note.content") for r in [parent, *children])  # one-sentence descriptions
+    sft_samples = {a.path for a in client.list_artifacts(by_kind["sft"].info.run_id, "samples")}
+    assert "samples/step_000150.json" in sft_samples  # the sft sample table of the last step (150)
     assert "Open the MLflow UI:  mlflow ui --backend-store-uri sqlite:///" in res.stdout
 
 
 LIBRARY_LINES = ("Reporting training result", "built successfully", "Loading weights", "Writing model shards",
-                 "core_worker.cc", "PreemptionWatcher", "RayTrainWorker pid=", "Warning:", "INFO ", "[INFO]")
+                 "core_worker.cc", "PreemptionWatcher", "RayTrainWorker pid=", "GroupWorker pid=", "Warning:", "INFO ", "[INFO]")
 
 
 def test_console_shows_progress_and_summary_and_keeps_library_output_in_the_log(finished):

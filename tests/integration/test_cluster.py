@@ -30,7 +30,8 @@ def test_submitted_pretrain_succeeds_with_its_run_on_the_server(local_cluster, f
     # The printed link points at this run on the tracking server.
     run = local_cluster.mlflow_get("runs/get", run_id=job.run_id)["run"]
     link = field_of(job.submit_out, "mlflow")
-    assert link == f"{local_cluster.mlflow_uri}/#/experiments/{run['info']['experiment_id']}/runs/{job.run_id}"
+    assert link == (f"{local_cluster.mlflow_uri}/#/experiments/{run['info']['experiment_id']}/runs/{job.run_id}"
+                    "?workflowType=machine_learning")
     assert run["info"]["status"] == "FINISHED"
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert tags["ray_job_id"] == job.job_id and tags["job_kind"] == "pretrain"

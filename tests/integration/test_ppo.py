@@ -1,7 +1,8 @@
 """PPO on the demo task with real Ray roles (actor, critic, reference, reward) and DeepSpeed engines.
 
 * the policy's held-out reward rises clearly above the SFT policy's while the KL to the reference
-  stays bounded, and every per-step metric and the sample tables reach MLflow;
+  stays bounded, and every per-step metric and the sample tables reach MLflow; the reward is a
+  user-written ``reward.functions`` file (no reward model), which reads record fields as grpo's do;
 * a job resumed from a committed checkpoint, and a run whose critic actor dies mid-step and is
   recovered inside the job, both end with exactly the weights and metrics of an uninterrupted run.
 """
@@ -18,8 +19,20 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-PPO_METRICS = ("reward_mean", "reward_std", "kl", "beta", "policy_loss", "value_loss", "clip_frac", "approx_kl",
-               "entropy", "explained_variance", "response_length", "time_generate_s", "time_score_s", "time_train_s")
+USER_REWARD = '''
+from orchestrator.data.task import TOPICS
+
+
+def on_topic_share(prompts, completions, topic, k):
+    """Share of on-topic words, from the records' topic and k fields (the fruit task's exact score)."""
+    out = []
+    for text, t, n in zip(completions, topic, k):
+        words = text.lower().split()
+        out.append(sum(w in TOPICS[t] for w in words) / max(len(words), n))
+    return out
+'''
+PPO_METRICS = ("reward_mean", "reward/on_topic_share", "rule_score_mean", "pass_rate", "reward_std", "kl", "beta",
+               "policy_loss", "value_loss", "clip_frac", "approx_kl", "entropy", "explained_variance", "response_length", "time_generate_s", "time_score_s", "time_train_s")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +58,10 @@ def test_ppo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, shar
     from orchestrator.training.loop import read_steps
 
     steps = 20
+    reward_file = tmp_path / "user_rewards.py"
+    reward_file.write_text(USER_REWARD)
     cfg = ppo_cfg(tmp_path, "ppo", sft_policy, f"trainer.max_steps={steps}", "trainer.save_every=0",
-                  "ppo.sample_every=10")
+                  "ppo.sample_every=10", f"reward.functions=[{{function: '{reward_file}:on_topic_share'}}]")
     res = run_ppo(cfg)
     prompts = held_out_prompts()
     sft_score = mean_reward(sft_policy, prompts, seed=0)
@@ -56,6 +71,9 @@ def test_ppo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, shar
 
     per_step = read_steps(res["output_dir"])
     assert sorted(per_step) == list(range(1, steps + 1))
+    rewards = [per_step[s]["reward_mean"] for s in sorted(per_step)]
+    assert all(per_step[s]["reward_mean"] == per_step[s]["reward/on_topic_share"] for s in per_step)  # no model
+    assert sum(rewards[-3:]) / 3 >= sum(rewards[:3]) / 3 + 0.1, rewards  # the function's reward rose in training
     kls = [per_step[s]["kl"] for s in per_step]
     assert all(math.isfinite(k) for k in kls) and max(kls) < 8.0, kls  # nats per response, vs the reference
     assert per_step[1]["kl"] == pytest.approx(0.0, abs=1e-4)  # step 1 samples from the reference itself
@@ -66,6 +84,7 @@ def test_ppo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, shar
     for name in PPO_METRICS:
         assert len(client.get_metric_history(res["run_id"], name)) == steps, name
     assert run.data.tags["upstream.policy"] == sft_policy
+    assert run.data.tags["upstream.reward_functions"] == f"{reward_file}:on_topic_share"
     samples = {a.path for a in client.list_artifacts(res["run_id"], "samples")}
     assert samples == {"samples/step_000010.json", "samples/step_000020.json"}
 

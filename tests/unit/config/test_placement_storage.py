@@ -42,12 +42,3 @@ def test_storage_path_holds_the_checkpoint_root(tmp_path):
 def test_object_store_uri_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match="mount the bucket"):
         load("pretrain", ["cluster.storage_path=s3://bucket/ckpt"])
-
-
-def test_ray_train_run_dir_contains_the_checkpoint_root(tmp_path):
-    from orchestrator.training.driver import ray_storage
-
-    for extra in ([], [f"cluster.storage_path={tmp_path}/nfs"]):
-        cfg = load("pretrain", [f"workspace={tmp_path}", "run_name=r1", *extra])
-        storage, name = ray_storage(cfg)
-        assert Path(storage) / name == checkpoint_root(cfg).parent

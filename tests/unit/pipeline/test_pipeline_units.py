@@ -68,6 +68,10 @@ def test_summary_and_hint():
     text = format_summary(s)
     assert "eval_loss=2.5" in text and "pretrain/1" in text and "FINISHED" in text
     assert mlflow_ui_hint("sqlite:////x/mlflow.db").startswith("Open the MLflow UI:  mlflow ui --backend-store-uri sqlite:////x")
+    # links open MLflow's model-training view (its GenAI view is the default of a fresh browser)
+    assert mlflow_ui_hint("sqlite:////x/mlflow.db", "3").endswith(
+        "(then browse http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning)")
+    assert mlflow_ui_hint("http://h:5000/", "3") == "MLflow UI: http://h:5000/#/experiments/3?workflowType=machine_learning"
 
 
 def test_bad_stage_override_is_refused_when_the_pipeline_config_loads(tmp_path):

@@ -18,7 +18,10 @@ from orchestrator.kinds import load
     ("ppo", ["ppo.kl_controller=pid"], "ppo.kl_controller"),
     ("ppo", ["ppo.top_p=0"], "ppo.top_p"),
     ("ppo", ["ppo.max_new_tokens=64"], "ppo.max_new_tokens"),
-    ("ppo", ["ppo.reward_fn=nocolon"], "ppo.reward_fn"),
+    ("ppo", ["reward.functions=[{function: nocolon}]"], "reward.functions.function"),
+    ("ppo", ["reward.functions=[]"], "reward.functions"),  # no reward model and no function: no reward
+    ("ppo", ["reward.functions=[{function: 'no_such_pkg.mod:f'}]"], "reward.functions[0]"),
+    ("ppo", ["reward.on_error=skip"], "reward.on_error"),
     ("ppo", ["ppo.actor.num_workers=0"], "ppo.<role>.num_workers"),
     ("dpo", ["dpo.label_smoothing=0.7"], "dpo.label_smoothing"),
     ("sft", ["sft.max_prompt_tokens=0"], "sft.max_prompt_tokens"),
@@ -48,3 +51,19 @@ def test_ppo_dry_run_plan_shows_roles_and_update_arithmetic():
     assert plan["roles"]["actor"]["num_workers"] == 2 and plan["placement_strategy"] == "STRICT_PACK"
     assert plan["optimizer_steps_per_ppo_step"] == 2 * (32 // 16) and plan["total_optimizer_steps"] == 40
     assert plan["grad_accum_steps"] == {"actor": 1, "critic": 2}  # micro-batch 8 from conf/ppo.yaml
+
+
+def test_ppo_takes_reward_functions_or_a_reward_model(tmp_path):
+    from orchestrator.kinds import plan as make_plan
+
+    f = tmp_path / "my_rewards.py"
+    f.write_text("def score(prompts, completions, answer):\n    return [1.0] * len(completions)\n")
+    cfg = load("ppo", [f"reward.functions=[{{function: '{f}:score', weight: 2.0}}]", "reward.on_error=zero"])
+    assert cfg.ppo.reward_model is None and cfg.reward.on_error == "zero"
+    assert make_plan(cfg)["reward"] == [f"score=2 x {f}:score"]
+    default = load("ppo")  # the fruit task's function, as grpo's default
+    assert [r.function for r in default.reward.functions] == ["orchestrator.rlhf.reward_functions:fruit_reward"]
+    with_model = load("ppo", ["reward.functions=[]", "ppo.reward_model=/models/rm"])  # the model alone is a reward
+    assert make_plan(with_model)["reward"] == "/models/rm"
+    with pytest.raises(ConfigError, match="no reward: no functions and no ppo.reward_model"):
+        load("ppo", ["reward.functions=[]"])

@@ -97,3 +97,58 @@ def test_response_stats_and_pass_rate():
     st = response_stats(mask, responses, eos_id=2, max_new_tokens=3)
     assert st == {"response_length": 2.0, "response_length_max": 3.0, "truncation_rate": pytest.approx(1 / 3)}
     assert pass_rate({"a": torch.tensor([1.0, 1.0, 0.0]), "b": torch.tensor([1.0, 0.5, 1.0])}) == pytest.approx(1 / 3)
+
+
+def test_held_out_evaluation_scores_fixed_draws_of_the_eval_prompts(tmp_path, monkeypatch):
+    """``evaluate``: each held-out prompt ``eval_samples_per_prompt`` times, in chunks of one training round,
+    with the same seeds at every evaluation; the pass rate counts completions every function scored >= 1."""
+    import ray
+
+    from orchestrator.data.task import ensure_task_dataset
+    from orchestrator.rlhf.grpo import GRPOController
+
+    tok_dir = ensure_task_dataset(tmp_path, "prompts", num_records=20, seed=0) / "tokenizer"
+    cfg = kinds.load("grpo", [f"workspace={tmp_path}", "grpo.rollout_batch_size=2", "grpo.group_size=2",
+                              "grpo.minibatch_size=4", "parallel.micro_batch_size=4", "grpo.eval_samples_per_prompt=2"])
+    evals = [{"id": f"e{i}", "prompt": "list 2 fruit:"} for i in range(3)]
+    ctl = GRPOController(cfg, policy_dir="unused", reward_dir=None, tokenizer_dir=str(tok_dir), records=evals,
+                         tracker=None, env={}, eval_records=evals)
+    seeds, scored_ids = [], []
+
+    def generate(prompts, seed, eos_id, pad_id):
+        seeds.append(seed)
+        return torch.full((prompts["input_ids"].shape[0], 2), eos_id)
+
+    def score(batch, records):
+        scored_ids.extend(r["id"] for r in records)
+        s = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0][len(scored_ids) - len(records):len(scored_ids)])
+        return {"total": s, "functions_total": s, "per_function": {"fruit_reward": s}, "num_errors": {}, "errors": []}
+
+    def group(method, fn):
+        return type("G", (), {"workers": [type("W", (), {method: type("R", (), {"remote": staticmethod(fn)})})()],
+                              "__len__": lambda self: 1})()
+    ctl.groups = {"actor": group("generate", generate), "reward": group("score", score)}
+    monkeypatch.setattr(ray, "get", lambda refs: refs)
+    assert ctl.evaluate(step=1) == {"eval_reward_mean": 0.5, "eval_pass_rate": 0.5}
+    assert scored_ids == ["e0", "e0", "e1", "e1", "e2", "e2"] and len(seeds) == 2  # 6 completions, chunks of 4
+    scored_ids.clear()
+    ctl.evaluate(step=7)
+    assert seeds[2:] == seeds[:2]  # the same draws at every evaluation
+
+
+@pytest.mark.parametrize("overrides,key", [(("grpo.num_eval_prompts=-1",), "grpo.num_eval_prompts"),
+                                           (("grpo.eval_samples_per_prompt=0",), "grpo.eval_samples_per_prompt")])
+def test_eval_options_are_checked(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load(*overrides)
+    assert err.value.key == key
+
+
+def test_rlvr_pipeline_preset_runs_grpo_on_the_arithmetic_task():
+    cfg = kinds.load("pipeline", ["pipeline=rlvr", "workspace=/tmp/grpo_unit_ws"])
+    stages = {s.name: s for s in cfg.pipeline.stages}
+    assert [s.kind for s in cfg.pipeline.stages] == ["data_prep", "pretrain", "sft", "grpo"]
+    sft = kinds.load("sft", ["workspace=/tmp/grpo_unit_ws", *stages["sft"].overrides])
+    grpo = kinds.load("grpo", ["workspace=/tmp/grpo_unit_ws", *stages["grpo"].overrides])
+    assert sft.data.task == grpo.data.task == "arithmetic"
+    assert [f.function for f in grpo.reward.functions] == ["orchestrator.rlhf.reward_functions:arithmetic_reward"]

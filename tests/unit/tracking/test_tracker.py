@@ -35,9 +35,10 @@ def test_run_lifecycle_resume_and_idempotent_metrics(cfg):
     assert run.data.params["trainer.max_steps"] == "20"
     # the UI opens the experiment in its model-training view, not the GenAI one
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tr.experiment_id == run.info.experiment_id  # for UI links
     # the same run directory resumes into the same run; replayed steps are not written twice
     with JobTracker.start(cfg) as tr2:
-        assert tr2.resumed and tr2.run_id == run_id
+        assert tr2.resumed and tr2.run_id == run_id and tr2.experiment_id == run.info.experiment_id
         for step in range(2, 6):
             tr2.log_metrics({"loss": 1.0 / step}, step)
     steps = sorted(m.step for m in client.get_metric_history(run_id, "loss"))

@@ -1,0 +1,324 @@
+"""Warm worker processes for every job of a Ray session: training ranks and RL roles run in *hosts*, Ray actors
+that outlive a job, so the next job (a pipeline's next stage, a sweep's next point, the next test) finds
+Python, torch, DeepSpeed and transformers already imported.
+
+Why not Ray Train's ``TorchTrainer`` (what training used before): measured on the 2-core machine, ``fit()``
+took ~24 s before the first line of the training function ran (a controller actor, a placement-group
+cleaner needing the dashboard's State API, and every time new worker processes importing ray.train, torch,
+DeepSpeed and transformers) and ~6 s to notice the end; PPO's role actors paid the same imports again. A
+pipeline paid that at every stage, a test suite at every test.
+
+Resources: a host reserves nothing itself (``num_cpus=0``). Each job reserves what it uses with its own
+placement group (a bundle per training rank, or the RL roles' bundles) and borrows one idle host per bundle
+on the node where the bundle was granted (a new host when none is idle there), so idle hosts never keep
+CPUs/GPUs from other work and the job's reservation goes when the job ends. Hosts are reused only with the
+same environment (set before anything is imported in them) and the same devices. At most
+:data:`MAX_IDLE` hosts stay idle; ``ORCHESTRATOR_WARM_WORKERS=0`` ends every host with its job.
+
+Failure handling (training; what Ray Train's ``FailureConfig`` gave us, without its checkpoint registry: ours
+is the commit protocol in :mod:`orchestrator.engine.checkpoint`): any failure of a rank (an exception, the
+process or its node lost) kills the job's hosts at once (surviving ranks would block in a collective); with
+attempts left new hosts run the function again, and the training function resumes from the newest committed
+checkpoint (``select_resume``). The error that ends a job names the rank, its node and the root cause.
+Inside a rank, :func:`rank_context` says who it is; ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/
+``MASTER_PORT`` are set for DeepSpeed. A job that leaves a host its process group tears it down (with
+DeepSpeed's cached groups) before the host goes back to the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+WARM_ENV = "ORCHESTRATOR_WARM_WORKERS"
+MAX_IDLE = 6
+"""Idle hosts kept per session (a host with the stack imported holds ~0.5-1 GB of host memory)."""
+
+
+class WorkerGroupError(RuntimeError):
+    """The group failed more often than ``max_failures`` allows; the message names the rank and the cause."""
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """The layout of a training job's worker group."""
+
+    num_workers: int
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    placement: str = "pack"
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment of the worker processes (set before anything is imported in them)."""
+
+
+@dataclass(frozen=True)
+class RankContext:
+    """Who this process is inside a running group (see :func:`rank_context`)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    node_rank: int
+    node_id: str
+
+
+_CONTEXT: Optional[RankContext] = None
+
+
+def rank_context() -> RankContext:
+    """This rank's place in the group; only inside a function run by :func:`run_on_group`."""
+    if _CONTEXT is None:
+        raise RuntimeError("rank_context() is only available inside a worker group's function")
+    return _CONTEXT
+
+
+# ---------------------------------------------------------------------------------------------- the host actor
+class WorkerHost:
+    """One warm process (a Ray actor). Runs a training rank's function (:meth:`run`) or hosts an object (an
+    RL role: :meth:`construct` / :meth:`invoke`); :meth:`release` makes it clean for the next job."""
+
+    def __init__(self, env: dict[str, str], preload: tuple[str, ...]) -> None:
+        os.environ.update(env)
+        self._obj: Any = None
+        self._preload: Any = None
+        if preload:
+            import threading
+
+            self._preload = threading.Thread(target=_import_all, args=(preload,), daemon=True, name="preload")
+            self._preload.start()
+
+    def info(self) -> dict[str, Any]:
+        import socket
+
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
+                "pid": os.getpid(), "hostname": socket.gethostname()}
+
+    def free_port(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return s.getsockname()[1]
+
+    def _ready(self, devices: Optional[str]) -> None:
+        if devices is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = devices  # every GPU of this node's ranks (NCCL P2P)
+        if self._preload is not None:  # two threads importing the same modules can deadlock on import locks
+            self._preload.join()
+            self._preload = None
+
+    def run(self, fn: Callable[[Any], Any], config: Any, ctx: RankContext, master: str, backend: str,
+            devices: Optional[str]) -> Any:
+        global _CONTEXT
+        import torch.distributed as dist
+
+        self._ready(devices)
+        addr, port = master.rsplit(":", 1)
+        os.environ.update(RANK=str(ctx.rank), WORLD_SIZE=str(ctx.world_size), LOCAL_RANK=str(ctx.local_rank),
+                          LOCAL_WORLD_SIZE=str(ctx.local_world_size), NODE_RANK=str(ctx.node_rank),
+                          MASTER_ADDR=addr, MASTER_PORT=port)
+        if backend == "nccl":
+            import torch
+
+            torch.cuda.set_device(ctx.local_rank)
+        dist.init_process_group(backend, init_method=f"tcp://{master}", rank=ctx.rank, world_size=ctx.world_size)
+        _CONTEXT = ctx
+        try:
+            return fn(config)
+        finally:
+            _CONTEXT = None
+            self.release()
+
+    def construct(self, cls: type, args: tuple, kwargs: dict, devices: Optional[str]) -> None:
+        self._ready(devices)
+        self._obj = cls(*args, **kwargs)
+
+    def invoke(self, method: str, args: tuple, kwargs: dict) -> Any:
+        return getattr(self._obj, method)(*args, **kwargs)
+
+    def release(self) -> None:
+        """Drop the hosted object and the job's process group (DeepSpeed's cached groups with it)."""
+        import gc
+        import sys
+
+        dist = sys.modules.get("torch.distributed")
+        joined = dist is not None and dist.is_available() and dist.is_initialized()
+        if self._obj is None and not joined:
+            return  # nothing of a job left (a training rank released itself at the end of run())
+        self._obj = None
+        if joined:
+            dist.destroy_process_group()
+        _reset_deepspeed_groups()
+        gc.collect()  # the job's engine and data go now, not when the next job allocates
+
+
+def _reset_deepspeed_groups() -> None:
+    """DeepSpeed keeps the process groups it derived in module globals; a new job must not find the last
+    job's (destroyed) groups there."""
+    import sys
+
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is not None:
+        for name in ("_EXPERT_PARALLEL_GROUP", "_EXPERT_PARALLEL_GROUP_RANKS", "_EXPERT_DATA_PARALLEL_GROUP",
+                     "_EXPERT_DATA_PARALLEL_GROUP_RANKS", "_ALL_TO_ALL_GROUP"):
+            if isinstance(getattr(groups, name, None), dict):
+                getattr(groups, name).clear()
+        for name in ("_WORLD_GROUP", "_ZERO_PARAM_INTRA_PARALLEL_GROUP", "mpu", "mesh_device",
+                     "_TENSOR_MODEL_PARALLEL_GROUP", "_MODEL_PARALLEL_GROUP", "_DATA_PARALLEL_GROUP",
+                     "_MPU_TENSOR_MODEL_PARALLEL_WORLD_SIZE", "_MPU_TENSOR_MODEL_PARALLEL_RANK"):
+            if hasattr(groups, name):
+                setattr(groups, name, None)
+    comm = sys.modules.get("deepspeed.comm.comm")
+    if comm is not None and hasattr(comm, "cdb"):
+        comm.cdb = None
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the job imports it again and fails with the real error then
+            pass
+
+
+# ---------------------------------------------------------------------------------------------- the pool
+@dataclass
+class Host:
+    """A borrowed host: its actor handle and where it runs."""
+
+    actor: Any
+    node_id: str
+    env: tuple[tuple[str, str], ...]
+    devices: Optional[str]
+    pid: int = 0
+    ip: str = ""
+
+
+_POOL: dict[str, Any] = {"idle": [], "session": None}
+
+
+def _session() -> Optional[str]:
+    import ray
+
+    return ray.get_runtime_context().get_job_id() if ray.is_initialized() else None
+
+
+def _idle() -> list[Host]:
+    if _POOL["session"] != _session():
+        _POOL["idle"], _POOL["session"] = [], _session()
+    return _POOL["idle"]
+
+
+def forget() -> None:
+    """Drop the pool without killing (its Ray session is about to end and takes the hosts along)."""
+    _POOL["idle"], _POOL["session"] = [], None
+
+
+def release_idle() -> None:
+    """Kill every idle host (frees their memory; they hold no CPUs/GPUs)."""
+    idle = _idle()
+    kill_hosts(list(idle))
+    idle.clear()
+
+
+def kill_hosts(hosts: Sequence[Host]) -> None:
+    import ray
+
+    for h in hosts:
+        try:
+            ray.kill(h.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+
+
+def give_back(hosts: Sequence[Host]) -> None:
+    """Return healthy hosts (their job's state released) to the pool; the oldest idle ones beyond
+    :data:`MAX_IDLE` are killed."""
+    import ray
+
+    if os.environ.get(WARM_ENV, "1") == "0":
+        kill_hosts(hosts)
+        return
+    try:
+        ray.get([h.actor.release.remote() for h in hosts], timeout=60)
+    except Exception:  # noqa: BLE001 - a host that cannot clean up is not reused
+        kill_hosts(hosts)
+        return
+    idle = _idle()
+    idle.extend(hosts)
+    while len(idle) > MAX_IDLE:
+        kill_hosts([idle.pop(0)])
+
+
+def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int]) -> list[tuple[str, Optional[str]]]:
+    """(node id, visible GPU ids or None) of each bundle, by a tiny task placed in it."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    def where() -> tuple[str, list[str]]:
+        return ray.get_runtime_context().get_node_id(), [str(g) for g in ray.get_gpu_ids()]
+
+    task = ray.remote(where)
+    refs = [task.options(num_cpus=0, num_gpus=bundles[i].get("GPU", 0), scheduling_strategy=PlacementGroupSchedulingStrategy(
+        placement_group=pg, placement_group_bundle_index=i)).remote() for i in indices]
+    out = []
+    for node, gpus in ray.get(refs):
+        out.append((node, ",".join(gpus) if gpus else None))
+    return out
+
+
+def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int], env: dict[str, str],
+           preload: tuple[str, ...] = ()) -> list[Host]:
+    """One host per bundle index (``pg`` must be ready): an idle host on the bundle's node with this env
+    and devices, else a new one there (it starts importing ``preload`` at once)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    key = tuple(sorted(env.items()))
+    alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if len(alive) == 1 and not any(bundles[i].get("GPU") for i in indices):
+        places = [(alive[0], None)] * len(indices)  # one node, no devices: nothing to ask the bundles
+    else:
+        places = _probe(pg, bundles, indices)
+    idle, hosts = _idle(), []
+    cls = ray.remote(WorkerHost)
+    for node, devices in places:
+        match = next((h for h in idle if h.node_id == node and h.env == key and h.devices == devices), None)
+        if match is not None:
+            idle.remove(match)
+            hosts.append(match)
+            continue
+        actor = cls.options(num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id=node, soft=False)).remote(dict(env), preload)
+        hosts.append(Host(actor, node, key, devices))
+    return hosts
+
+
+def prewarm(num: int, env: dict[str, str], preload: tuple[str, ...]) -> None:
+    """On a one-node Ray, start hosts for an upcoming job now (they import ``preload`` while the driver
+    does other work) unless enough idle ones are there; they join the idle pool."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if os.environ.get(WARM_ENV, "1") == "0":
+        return
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) != 1:
+        return  # which nodes the job lands on is known only once its placement group is granted
+    key = tuple(sorted(env.items()))
+    idle = _idle()
+    have = sum(1 for h in idle if h.node_id == nodes[0] and h.env == key and h.devices is None)
+    cls = ray.remote(WorkerHost)
+    for _ in range(max(0, num - have)):
+        actor = cls.options(num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id=nodes[0], soft=False)).remote(dict(env), preload)
+        idle.append(Host(actor, nodes[0], key, None))
