@@ -16,7 +16,6 @@ state a step depends on (:meth:`RoleController.state_dict`). This class owns the
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -216,14 +215,14 @@ class RoleController:
                          step, self.out)
 
     def export(self, out_dir: Path) -> Path:
-        """The actor's weights plus the tokenizer files, as a Hugging Face model dir."""
+        """The actor's weights plus the tokenizer files (the chat template with them), as a Hugging Face model dir."""
         import ray
+
+        from orchestrator.core.files import copy_tokenizer
 
         out_dir.mkdir(parents=True, exist_ok=True)
         ray.get(self.groups["actor"].workers[0].export.remote(str(out_dir)))
-        for f in Path(self.tokenizer_dir).iterdir():
-            if f.is_file() and ("token" in f.name or f.name == "special_tokens_map.json"):
-                shutil.copy2(f, out_dir / f.name)
+        copy_tokenizer(self.tokenizer_dir, out_dir)
         return out_dir
 
     def fingerprints(self) -> dict[str, float]:

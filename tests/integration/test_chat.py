@@ -208,3 +208,4 @@ def test_ppo_on_conversation_prompts_scored_by_the_chat_reward_model(chat_pairs,
     gen = json.loads((Path(res["export_dir"]) / "generation_config.json").read_text())
     tok = AutoTokenizer.from_pretrained(res["export_dir"])
     assert tok.convert_tokens_to_ids("<|im_end|>") in gen["eos_token_id"]  # the export still stops at end of turn
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template  # the ppo export carries the template
