@@ -176,13 +176,13 @@ def test_grpo_and_rloo_raise_held_out_arithmetic_pass_rate_above_sft(ray_local, 
     per_step = read_steps(res["output_dir"])
     sft_rate, final_rate = per_step[1]["initial_eval_pass_rate"], per_step[steps]["eval_pass_rate"]
     print(f"held-out arithmetic pass rate ({advantage}): SFT {sft_rate:.3f} -> {final_rate:.3f}")
-    # measured (2 cores): SFT 0.352 -> GRPO 0.508, RLOO 0.480 after 50 steps; sampling noise of one
-    # 256-completion evaluation is about 0.03
+    # measured (2 cores, seed 0 as here): SFT 0.352 -> GRPO 0.508, RLOO 0.480 after 50 steps; seed 1 (SFT and
+    # GRPO): 0.324 -> 0.547, 0.535. Sampling noise of one 256-completion evaluation is about 0.03
     assert final_rate >= sft_rate + 0.1, (sft_rate, final_rate)
     kls = [per_step[s]["kl"] for s in sorted(per_step)]
     assert all(math.isfinite(k) for k in kls), kls
     assert per_step[1]["kl"] == pytest.approx(0.0, abs=1e-4)  # step 1 samples from the reference itself
-    # bounded: the KL of the last 10 steps (nats per response, vs the SFT reference; measured 0.4-0.9). Not
-    # the max over steps: k3 on one step's 64 samples spikes when a sample is much likelier under the
-    # reference (measured up to 9 at one RLOO step, back under 1 the next steps)
+    # bounded: the KL of the last 10 steps (nats per response, vs the SFT reference; measured 0.41-0.86 over
+    # both seeds). Not the max over steps: k3 on one step's 64 samples spikes when a sample is much likelier
+    # under the reference (measured 1.6-9.2 at one step near step 10, back under 1 in the next steps)
     assert sum(kls[-10:]) / 10 < 2.0, kls
