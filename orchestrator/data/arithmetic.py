@@ -1,13 +1,17 @@
 """The project's arithmetic task for RL on verifiable rewards (RLVR): exact match on the final number.
 
-A prompt asks for the sum of two single-digit numbers, e.g. ``compute 7+9:``; a response is correct
-when the last number in it equals the answer (``16``), which gives a binary, exactly checkable reward.
-Sums only: with differences too, a tiny model's SFT policy (2 layers, 64 wide) has the right answer as
-its most likely one too rarely for a CPU-sized GRPO run to sharpen it; the checker (:func:`answer_of`)
-still reads ``a-b`` prompts. As in the fruit task (:mod:`.task`, whose layout this module follows), the SFT demonstrations
-are deliberately mediocre (correct with probability ``SFT_CORRECT`` = 0.5, otherwise off by 1 or 2),
-so there is clear headroom for GRPO/RLOO to raise the pass rate, and a tiny model learns the format
-in seconds on CPU.
+A prompt asks for the sum of two numbers from 0 to 4, e.g. ``compute 3+4:``; a response is correct
+when the last number in it equals the answer (``7``), which gives a binary, exactly checkable reward.
+Operands 0-4 (25 prompts) rather than single digits (100): the tiny model's SFT policy (2 layers, 64
+wide, 400 steps) fitted the 100 single-digit sums loosely (the right answer had probability 0.28 where its
+demonstrations give 0.5; a 4x batch or a 128-wide model did no better) and GRPO gained only +0.09 in 60
+steps; on 25 sums an SFT policy trained with a cosine LR makes the right sum its most likely answer for
+23 of them, and GRPO sharpens it (+0.16 held-out pass rate in 50 steps). Sums only: with differences
+too, the right answer is the most likely one even more rarely. The checker (:func:`answer_of`) reads
+``a-b`` prompts and any operands. As in the fruit task (:mod:`.task`, whose layout this module
+follows), the SFT demonstrations are deliberately mediocre (correct with probability ``SFT_CORRECT`` =
+0.5, otherwise off by 1 or 2), so there is clear headroom for GRPO/RLOO to raise the pass rate, and a
+tiny model learns the format in seconds on CPU.
 
 :func:`score` / :func:`score_texts` derive the answer from the prompt; :func:`final_number` and
 :func:`numbers_equal` are the generic checkers behind ``orchestrator.rlhf.reward_functions``
@@ -21,7 +25,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Iterable, Optional, Sequence
 
-MIN_OPERAND, MAX_OPERAND = 0, 9
+MIN_OPERAND, MAX_OPERAND = 0, 4
 OPERATORS = ("+",)
 SFT_CORRECT = 0.5
 _PROMPT_RE = re.compile(r"compute (\d+)([+-])(\d+):")
