@@ -20,7 +20,7 @@ class TrainDataConfig(Frozen):
     task: str = "fruit"
     """The generated task of a records job (sft, dpo, reward_model, ppo, grpo) when ``path`` is null:
     ``fruit`` ("list 3 fruit:", graded share of on-topic words; the default, which the demo pipeline and
-    the reward-model/DPO/PPO tests are tuned on) or ``arithmetic`` ("compute 7-9:", exact match on the
+    the reward-model/DPO/PPO tests are tuned on) or ``arithmetic`` ("compute 3+4:", operands 0-4, exact match on the
     final number, the RLVR task; pair it with ``reward.functions`` ``...reward_functions:arithmetic_reward``)."""
     eval_fraction: float = 0.05
     """Fraction of packed blocks held out for evaluation (chosen deterministically from the digest)."""

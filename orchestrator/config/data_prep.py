@@ -341,7 +341,7 @@ class DataPrepDataConfig(Frozen):
     task: str = "fruit"
     """Which generated task the demo records of the post-training formats come from (``data.input=null``
     and ``format`` sft/preference/prompts): ``fruit`` (``orchestrator.data.task``) or ``arithmetic``
-    (``orchestrator.data.arithmetic``: "compute 7-9:", exact match on the final number)."""
+    (``orchestrator.data.arithmetic``: "compute 3+4:", operands 0-4, exact match on the final number)."""
     plots: bool = True
     """Log histograms of the filter statistics to MLflow (needs matplotlib)."""
 

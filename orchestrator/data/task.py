@@ -245,6 +245,10 @@ def ensure_task_dataset(workspace: str | Path, fmt: str, num_records: int = 2000
 
     tok_key = hashlib.sha256(str(Path(tokenizer_dir).resolve()).encode()).hexdigest()[:8] if tokenizer_dir else "own"
     prefix = "task" if task == "fruit" else task  # the fruit task keeps the directories it always had
+    if task == "arithmetic":  # the operand range is part of the data: a changed range must not reuse old data
+        from orchestrator.data.arithmetic import MAX_OPERAND, MIN_OPERAND
+
+        prefix = f"{prefix}{MIN_OPERAND}to{MAX_OPERAND}"
     target = Path(workspace) / "demo_data" / f"{prefix}-{fmt}-n{num_records}-seed{seed}-tok{tok_key}"
     module = task_module(task)
 
