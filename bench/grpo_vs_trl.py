@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -41,35 +40,9 @@ REWARD = "orchestrator.rlhf.reward_functions:arithmetic_reward"
 
 def quick_sft_policy(root: Path, steps: int = 300) -> str:
     """A tiny Llama SFT'd on the arithmetic task's demonstrations (plain torch, about a minute on CPU)."""
-    import torch
-    from transformers import AutoTokenizer
+    from sft_policy import train_sft_policy
 
-    from orchestrator.config.model import ModelConfig
-    from orchestrator.data.shards import read_records
-    from orchestrator.data.task import ensure_task_dataset
-    from orchestrator.models.build import build_causal_lm
-    from orchestrator.rlhf import batches
-    from orchestrator.training import records as rec
-
-    d = ensure_task_dataset(root, "sft", 2000, 0, task="arithmetic")
-    tok = AutoTokenizer.from_pretrained(d / "tokenizer")
-    ids = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id}
-    torch.manual_seed(0)
-    model = build_causal_lm(ModelConfig(), 0, special_ids=ids)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    data = read_records(d)
-    for step in range(steps):
-        b = rec.pad_batch([rec.encode_pair(tok, r["prompt"], r["response"], 64, 48)
-                           for r in random.Random(step).sample(data, 16)], tok.pad_token_id)
-        m = b["loss_mask"][:, 1:]
-        loss = -(batches.token_logprobs(model, b) * m).sum() / m.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    policy = root / "policy"
-    model.save_pretrained(policy)
-    tok.save_pretrained(policy)
-    return str(policy)
+    return train_sft_policy(root, steps, task="arithmetic", seed=0)[2]
 
 
 def run_ours(root: Path, policy: str, steps: int) -> dict:

@@ -36,40 +36,14 @@ ROLLOUT, MINIBATCH, MICRO, EPOCHS, NEW_TOKENS, LR, KL = 32, 16, 8, 2, 12, 2e-3, 
 
 def quick_sft_policy(root: Path, steps: int = 150) -> tuple[str, str]:
     """A tiny Llama SFT'd on the demo task (plain torch, seconds) and a reward model of the same shape."""
-    import random
-
-    import torch
-    from transformers import AutoTokenizer
-
-    from orchestrator.config.model import ModelConfig
-    from orchestrator.data.shards import read_records
-    from orchestrator.models.build import build_causal_lm
     from orchestrator.models.heads import ScalarHeadModel
-    from orchestrator.data import task
-    from orchestrator.rlhf import batches
-    from orchestrator.training import records
+    from sft_policy import train_sft_policy
 
-    d = task.ensure_task_dataset(root, "sft", 2000, 0)
-    tok = AutoTokenizer.from_pretrained(d / "tokenizer")
-    ids = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id}
-    model = build_causal_lm(ModelConfig(), 0, special_ids=ids)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    records = read_records(d)
-    for step in range(steps):
-        b = records.pad_batch([records.encode_pair(tok, r["prompt"], r["response"], 64, 48)
-                               for r in random.Random(step).sample(records, 16)], tok.pad_token_id)
-        m = b["loss_mask"][:, 1:]
-        loss = -(batches.token_logprobs(model, b) * m).sum() / m.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    policy = root / "policy"
-    model.save_pretrained(policy)
-    tok.save_pretrained(policy)
+    model, tok, policy = train_sft_policy(root, steps)
     rm = root / "reward"
     ScalarHeadModel(model, kind="reward").save(rm, reward_mean=0.0, reward_std=1.0)
     tok.save_pretrained(rm)
-    return str(policy), str(rm)
+    return policy, str(rm)
 
 
 def run_ours(root: Path, policy: str, rm: str, steps: int) -> dict:
