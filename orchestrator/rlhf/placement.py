@@ -44,7 +44,7 @@ def bundles_for(ppo: Any, roles: Sequence[str] = ROLES) -> tuple[list[dict[str, 
 
 class HostedRole:
     """A role object living in a warm host (:mod:`orchestrator.runtime.worker_group`), called like an actor:
-    ``role.generate.remote(...)`` runs ``generate`` on the hosted object."""
+    ``role.rollout.remote(...)`` runs ``rollout`` on the hosted object."""
 
     def __init__(self, host: Any) -> None:
         self.host = host
