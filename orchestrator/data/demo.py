@@ -60,20 +60,16 @@ def ensure_demo_dataset(workspace: str | Path, seq_len: int = 64, vocab_size: in
     Built in a temporary directory and renamed into place, so concurrent callers never see half a
     dataset.
     """
-    from transformers import AutoTokenizer
-
-    from orchestrator.data.tokenizer import train_bpe_tokenizer
+    from orchestrator.data.tokenizer import encode_documents, special_token_ids, train_bpe_tokenizer
 
     target = Path(workspace) / "demo_data" / f"pretrain-s{seq_len}-v{vocab_size}-seed{seed}-n{num_docs}"
 
     def build(tmp: Path) -> None:
         docs = list(demo_documents(num_docs, seed))
         tok_dir = train_bpe_tokenizer(docs, vocab_size, tmp / "tokenizer")
-        tok = AutoTokenizer.from_pretrained(tok_dir)
-        ids = (tok(d)["input_ids"] + [tok.eos_token_id] for d in docs)
+        ids = encode_documents(tok_dir, docs)  # no transformers import in the driver (issue #13)
         write_packed_dataset(
-            tmp, pack_tokens(ids, seq_len), seq_len=seq_len, vocab_size=vocab_size,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+            tmp, pack_tokens(ids, seq_len), seq_len=seq_len, vocab_size=vocab_size, **special_token_ids(tok_dir),
             tokenizer_dir=tok_dir, source={"generator": "orchestrator.data.demo", "seed": seed, "num_docs": num_docs},
         )
 

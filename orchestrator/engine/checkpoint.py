@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from orchestrator.core.dist import barrier
 from orchestrator.core.files import atomic_write_text
@@ -73,6 +72,8 @@ def read_trainer_state(ckpt_dir: Path) -> dict[str, Any]:
 
 def capture_rng() -> dict[str, Any]:
     """This process's python/numpy/torch (and CUDA) RNG states as JSON-able data."""
+    import torch  # here, not at module level: the driver reads checkpoints without importing torch (#13)
+
     np_state = np.random.get_state()
     state = {
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
@@ -88,6 +89,8 @@ def restore_rng(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
+    import torch
+
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():

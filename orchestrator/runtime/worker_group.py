@@ -181,13 +181,9 @@ def _reset_deepspeed_groups() -> None:
 
 
 def _import_all(modules: tuple[str, ...]) -> None:
-    import importlib
+    from orchestrator.runtime.preload import import_modules
 
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the job imports it again and fails with the real error then
-            pass
+    import_modules(modules)  # without the optional imports nothing here uses (~3 s of CPU less per process)
 
 
 # ---------------------------------------------------------------------------------------------- the pool

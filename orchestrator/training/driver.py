@@ -28,7 +28,7 @@ from orchestrator.runtime.ray_runtime import ray_session
 from orchestrator.tracking import config_hash, job_run, lineage_tags
 from orchestrator.training.inputs import (PACKED, dataset_dir, ensure_job_chat_template, pick_tokenizer,
                                           resolve_model)
-from orchestrator.training.loop import read_steps
+from orchestrator.training.metrics import read_steps
 from orchestrator.training.task import TrainTask
 from orchestrator.training.worker import EVAL_FILE, STARTUP_FILE, WorkerArgs, train_worker
 

@@ -45,7 +45,7 @@ import torch.distributed as dist
 
 from orchestrator.core.dist import barrier
 from orchestrator.engine.checkpoint import CheckpointManager, step_tag
-from orchestrator.training.metrics import StepLog, grad_norm, mfu
+from orchestrator.training.metrics import StepLog, grad_norm, mfu, read_steps  # noqa: F401 (read_steps: public here too)
 
 Objective = Callable[[Any, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -324,7 +324,3 @@ def evaluate_pairs(engine: Any, batches: list[dict[str, torch.Tensor]], objectiv
     total = float(vec[-1])
     return {f"{prefix}{k}": float(vec[i]) / total for i, k in enumerate(names)} if total > 0 else {}
 
-
-def read_steps(output_dir: str) -> dict[int, dict[str, float]]:
-    """The per-step metrics rank 0 recorded (a recomputed step's last record wins)."""
-    return StepLog(Path(output_dir) / "steps.jsonl").read()

@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def mfu(num_params: int, tokens_per_s: float, peak_tflops_per_worker: float, num_workers: int) -> float:
     """Model FLOPs utilisation: ``6 * N * tokens/s`` (forward + backward of a dense decoder, attention
@@ -16,8 +14,10 @@ def mfu(num_params: int, tokens_per_s: float, peak_tflops_per_worker: float, num
     return 6.0 * num_params * tokens_per_s / peak if peak > 0 else 0.0
 
 
-def grad_norm(module: torch.nn.Module) -> float:
+def grad_norm(module: "torch.nn.Module") -> float:
     """Global L2 norm of the (already data-parallel reduced) gradients of ``module``."""
+    import torch  # not at module level: the driver reads StepLog without torch (#13)
+
     norms = [p.grad.detach().float().norm(2) for p in module.parameters() if p.grad is not None]
     if not norms:
         return float("nan")
@@ -48,3 +48,8 @@ class StepLog:
                 continue
             out[int(rec.pop("step"))] = rec
         return dict(sorted(out.items()))
+
+
+def read_steps(output_dir: str) -> dict[int, dict[str, float]]:
+    """The per-step metrics rank 0 recorded (a recomputed step's last record wins)."""
+    return StepLog(Path(output_dir) / "steps.jsonl").read()
