@@ -126,14 +126,13 @@ def _record_texts(rec: dict[str, Any], fmt: str, text_field: str) -> list[str]:
 def _chat_tokenizer(cfg: DataPrepConfig, tok_dir: Path, work: Path, out: Path) -> Path:
     """``tok_dir`` itself, or a copy carrying the chat template when the records hold conversations
     (or ``data.chat_template`` is set): the tokenizer's own template, the override, else the default."""
-    from transformers import AutoTokenizer
-
+    from orchestrator.data.tokenizer import load_tokenizer
     from orchestrator.data.chat_template import ChatTemplateError, ensure_chat_template
 
     d = cfg.data
     if d.chat_template is None and not any(is_chat_record(r, d.format) for r in iter_kept(out)):
         return tok_dir
-    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    tok = load_tokenizer(str(tok_dir))
     try:
         ensure_chat_template(tok, d.chat_template)
     except ChatTemplateError as e:
@@ -147,8 +146,7 @@ def _chat_tokenizer(cfg: DataPrepConfig, tok_dir: Path, work: Path, out: Path) -
 
 def _build_dataset(cfg: DataPrepConfig, parts: list[Partition], work: Path, out: Path, dataset_dir: Path,
                    source: dict[str, Any]) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
+    from orchestrator.data.tokenizer import load_tokenizer
     from orchestrator.data.shards import write_packed_dataset, write_records_dataset
 
     d = cfg.data
@@ -156,7 +154,7 @@ def _build_dataset(cfg: DataPrepConfig, parts: list[Partition], work: Path, out:
     if d.format != "pretrain":
         return write_records_dataset(dataset_dir, d.format, iter_kept(out), tokenizer_dir=_chat_tokenizer(
             cfg, tok_dir, work, out), source=source)
-    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    tok = load_tokenizer(str(tok_dir))
     eos = tok.eos_token_id
     if eos is None:
         raise ConfigError("data.tokenizer_path", "the tokenizer has no EOS token", "use a tokenizer with an eos_token")

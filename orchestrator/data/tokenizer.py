@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
 MODEL_MAX_LENGTH = int(1e30)
@@ -57,3 +57,26 @@ def special_token_ids(tok_dir: str | Path) -> dict[str, int]:
 
     tok = Tokenizer.from_file(str(Path(tok_dir) / "tokenizer.json"))
     return {f"{k}_id": tok.token_to_id(v) for k, v in SPECIAL_TOKENS.items()}
+
+
+FAST_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer saved in ``path``, as ``AutoTokenizer.from_pretrained(path)`` would load it.
+
+    Directories with a ``tokenizer.json`` of the fast class (every tokenizer this project trains, and the ones
+    it copies into model exports) load through transformers' tokenizers backend directly: ``AutoTokenizer``
+    imports the model auto-classes, and with them torch, torch._dynamo and triton (~4 s of CPU in a driver
+    that otherwise needs none of it; issue #13). Anything else goes through ``AutoTokenizer``.
+    """
+    p = Path(path)
+    config = p / "tokenizer_config.json"
+    cls = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
+    if (p / "tokenizer.json").is_file() and cls in FAST_CLASSES + (None,):
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(p))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(p))

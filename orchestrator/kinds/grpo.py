@@ -13,6 +13,8 @@ and its generation prompt; generation then stops at the template's end of turn),
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,11 +76,8 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import load_manifest, read_records
     from orchestrator.training.sampler import split_heldout
-    from transformers import AutoTokenizer
-
-    from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
-    from orchestrator.rlhf.controller import run_roles_and_export
-    from orchestrator.rlhf.grpo import GRPOController
+    from orchestrator.rlhf.placement import prewarm_role_hosts
+    from orchestrator.rlhf.plan import grpo_roles
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.tracking import job_run, lineage_tags
     from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model
@@ -92,23 +91,33 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     if policy is None:
         log.warning("model.pretrained is null: GRPO starts from a randomly initialised policy (smoke run only)")
         policy = init_model_dir(cfg, tokenizer)
-    tok = AutoTokenizer.from_pretrained(tokenizer)
-    raw = read_records(data)
-    train_idx, eval_idx = split_heldout(len(raw), cfg.data.eval_fraction if cfg.grpo.num_eval_prompts else 0.0,
-                                        load_manifest(data)["digest"])
-    budget = cfg.model.seq_len - cfg.grpo.max_new_tokens
-    records, chat, dropped = rollout_records(tok, [raw[i] for i in train_idx], budget)
-    eval_records = rollout_records(tok, [raw[i] for i in eval_idx], budget)[0][:cfg.grpo.num_eval_prompts]
-    if dropped:
-        log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
     tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.reward.model, dataset=str(data),
                         reward_functions=",".join(f.function for f in cfg.reward.functions) or None)
     tags.update(rollout_tags(cfg))
-    with job_run(cfg) as tracker, ray_session(cfg.cluster):
+    env = worker_env(cfg.cluster)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(ray_session(cfg.cluster))
+        # the role processes start importing now, while the prompts are tokenized and the MLflow run opens
+        prewarm_role_hosts(cfg.grpo, grpo_roles(cfg.grpo), ("actor",), cfg.cluster, env)
+        from orchestrator.data.tokenizer import load_tokenizer
+        from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
+        from orchestrator.rlhf.controller import run_roles_and_export
+        from orchestrator.rlhf.grpo import GRPOController
+
+        tok = load_tokenizer(tokenizer)
+        raw = read_records(data)
+        train_idx, eval_idx = split_heldout(len(raw), cfg.data.eval_fraction if cfg.grpo.num_eval_prompts else 0.0,
+                                            load_manifest(data)["digest"])
+        budget = cfg.model.seq_len - cfg.grpo.max_new_tokens
+        records, chat, dropped = rollout_records(tok, [raw[i] for i in train_idx], budget)
+        eval_records = rollout_records(tok, [raw[i] for i in eval_idx], budget)[0][:cfg.grpo.num_eval_prompts]
+        if dropped:
+            log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
+        tracker = stack.enter_context(job_run(cfg))
         tracker.set_tags(tags)
         tracker.log_dataset(data, "train")
         ctl = GRPOController(cfg, policy_dir=policy, reward_dir=reward, tokenizer_dir=tokenizer, records=records,
-                             tracker=tracker, env=worker_env(cfg.cluster),
+                             tracker=tracker, env=env,
                              stop_ids=generation_stop_ids(tok, chat) if chat else None, eval_records=eval_records)
         return run_roles_and_export(ctl, cfg, tracker, tags, out)
 

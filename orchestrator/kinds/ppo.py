@@ -11,6 +11,8 @@ reward role (:class:`orchestrator.rlhf.grpo_roles.RewardFunctionRole`).
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +73,7 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import read_records
-    from transformers import AutoTokenizer
-
-    from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
-    from orchestrator.rlhf.controller import run_roles_and_export
-    from orchestrator.rlhf.ppo import PPOController
+    from orchestrator.rlhf.placement import ROLES, prewarm_role_hosts
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.tracking import job_run, lineage_tags
     from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model
@@ -91,19 +89,29 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
         log.warning("model.pretrained is null: PPO starts from a randomly initialised policy (smoke run only)")
         policy = init_model_dir(cfg, tokenizer)
         critic = critic or policy
-    tok = AutoTokenizer.from_pretrained(tokenizer)
-    records, chat, dropped = rollout_records(tok, read_records(data), cfg.model.seq_len - cfg.ppo.max_new_tokens)
-    if dropped:
-        log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
     functions = ",".join(f.function for f in cfg.reward.functions) or None
     tags = lineage_tags(policy=cfg.model.pretrained, reward_model=cfg.ppo.reward_model, dataset=str(data),
                         reward_functions=None if cfg.ppo.reward_model else functions)
     tags.update(rollout_tags(cfg))
-    with job_run(cfg) as tracker, ray_session(cfg.cluster):
+    env = worker_env(cfg.cluster)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(ray_session(cfg.cluster))
+        # the role processes start importing now, while the prompts are tokenized and the MLflow run opens
+        prewarm_role_hosts(cfg.ppo, ROLES, ("actor", "critic"), cfg.cluster, env)
+        from orchestrator.data.tokenizer import load_tokenizer
+        from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
+        from orchestrator.rlhf.controller import run_roles_and_export
+        from orchestrator.rlhf.ppo import PPOController
+
+        tok = load_tokenizer(tokenizer)
+        records, chat, dropped = rollout_records(tok, read_records(data), cfg.model.seq_len - cfg.ppo.max_new_tokens)
+        if dropped:
+            log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
+        tracker = stack.enter_context(job_run(cfg))
         tracker.set_tags(tags)
         tracker.log_dataset(data, "train")
         ctl = PPOController(cfg, policy_dir=policy, critic_dir=critic or policy, reward_dir=reward,
-                            tokenizer_dir=tokenizer, records=records, tracker=tracker, env=worker_env(cfg.cluster),
+                            tokenizer_dir=tokenizer, records=records, tracker=tracker, env=env,
                             stop_ids=generation_stop_ids(tok, chat) if chat else None)
         return run_roles_and_export(ctl, cfg, tracker, tags, out)
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from orchestrator.config.jobs import checkpoint_root
-from orchestrator.rlhf.placement import RoleGroup, create_placement_group
+from orchestrator.rlhf.placement import RoleGroup, create_placement_group, shares_processes
 from orchestrator.rlhf.ppo_checkpoint import find_resume_checkpoint, load_ppo_state, save_ppo_checkpoint
 from orchestrator.rlhf.rollout import pad_right, shard_rows
 from orchestrator.training.metrics import StepLog
@@ -48,11 +48,10 @@ class RoleController:
     """The role whose actor ``trainer.fail_at_step`` kills (fault-injection tests)."""
 
     def __init__(self, cfg: Any, *, tokenizer_dir: str, tracker: Any, env: dict[str, str]) -> None:
-        from transformers import AutoTokenizer
-
+        from orchestrator.data.tokenizer import load_tokenizer
         self.cfg, self.p = cfg, getattr(cfg, cfg.kind)
         self.tokenizer_dir, self.tracker, self.env = tokenizer_dir, tracker, env
-        self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.tok = load_tokenizer(tokenizer_dir)
         self.out = Path(cfg.output_dir)
         self.ckpt_root = checkpoint_root(cfg)
         self.steplog = StepLog(self.out / "steps.jsonl")
@@ -101,8 +100,13 @@ class RoleController:
         self.stop_roles()
         specs = self.role_specs()
         self.pg, index = create_placement_group(self.p, tuple(specs), self.cfg.cluster.placement)
-        self.groups = {name: RoleGroup(name, cls, getattr(self.p, name), self.pg, index[name], make, self.env)
-                       for name, (cls, make) in specs.items()}
+        self.groups = {}
+        trained = self.trained_roles()
+        for name in sorted(specs, key=lambda n: n != "actor"):  # the actor first: frozen roles may join its hosts
+            cls, make = specs[name]
+            share = self.groups["actor"].hosts if shares_processes(self.p, name, trained) else None
+            self.groups[name] = RoleGroup(name, cls, getattr(self.p, name), self.pg, index[name], make, self.env,
+                                          share_hosts=share)
         ray.get([f for g in self.groups.values() for f in g.ready()])  # every role starts in parallel
         self.on_roles_started()
 

@@ -8,7 +8,7 @@ actor its own bundle (PACK: Ray may spread roles over nodes when one does not fi
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 ROLES = ("actor", "critic", "reference", "reward")
 """PPO's roles; the critic-free kinds start a subset (``roles`` arguments below)."""
@@ -43,19 +43,19 @@ def bundles_for(ppo: Any, roles: Sequence[str] = ROLES) -> tuple[list[dict[str, 
 
 
 class HostedRole:
-    """A role object living in a warm host (:mod:`orchestrator.runtime.worker_group`), called like an actor:
-    ``role.rollout.remote(...)`` runs ``rollout`` on the hosted object."""
+    """A role object living in a warm host (:mod:`orchestrator.runtime.worker_group`) under the role's name,
+    called like an actor: ``role.rollout.remote(...)`` runs ``rollout`` on the hosted object."""
 
-    def __init__(self, host: Any) -> None:
-        self.host = host
+    def __init__(self, host: Any, name: str = "role") -> None:
+        self.host, self.name = host, name
 
     def __getattr__(self, method: str) -> Any:
-        actor = self.__dict__["host"].actor
+        actor, name = self.__dict__["host"].actor, self.__dict__["name"]
 
         class _Method:
             @staticmethod
             def remote(*args: Any, **kwargs: Any) -> Any:
-                return actor.invoke.remote(method, args, kwargs)
+                return actor.invoke.remote(method, args, kwargs, name)
 
         return _Method
 
@@ -67,10 +67,17 @@ ROLE_PRELOAD = ("torch", "transformers", "transformers.models.llama.modeling_lla
 
 class RoleGroup:
     """The ranks of one role (``num_workers``), each a role object in a warm host placed on its bundle's node;
-    ``call`` runs a method on every rank."""
+    ``call`` runs a method on every rank.
+
+    ``share_hosts`` (another role's hosts, see :func:`shares_processes`): rank ``r`` of this role lives in
+    ``share_hosts[r % len(share_hosts)]`` beside that role's object instead of in a process of its own. Only
+    for roles that join no process group (frozen roles: reference, reward), so the host's group stays the
+    trained role's. The owning role's group gives the hosts back or kills them; a sharing group never does.
+    """
 
     def __init__(self, name: str, cls: type, role_cfg: Any, pg: Any, bundle_indices: Sequence[int],
-                 make_args: Callable[[int, int, str], tuple[tuple, dict]], env: dict[str, str]) -> None:
+                 make_args: Callable[[int, int, str], tuple[tuple, dict]], env: dict[str, str],
+                 share_hosts: Optional[Sequence[Any]] = None) -> None:
         import ray
 
         from orchestrator.runtime.worker_group import borrow
@@ -78,7 +85,11 @@ class RoleGroup:
         self.name = name
         n = role_cfg.num_workers
         shape = _bundle(role_cfg)
-        self.hosts = borrow(pg, [shape] * (max(bundle_indices) + 1), bundle_indices, env, ROLE_PRELOAD)
+        self.owns_hosts = not share_hosts
+        if share_hosts:
+            self.hosts = [share_hosts[r % len(share_hosts)] for r in range(n)]
+        else:
+            self.hosts = borrow(pg, [shape] * (max(bundle_indices) + 1), bundle_indices, env, ROLE_PRELOAD)
         # rank 0's host:port for the role's process group (a single rank needs no lookup: it is its own store)
         if n == 1:
             master = "127.0.0.1:0"
@@ -89,8 +100,9 @@ class RoleGroup:
         self.pending = []
         for rank, host in enumerate(self.hosts):
             args, kwargs = make_args(rank, n, master)
-            self.pending.append(host.actor.construct.remote(cls, args, kwargs, host.devices))
-        self.workers = [HostedRole(h) for h in self.hosts]
+            self.pending.append(host.actor.construct.remote(cls, args, kwargs, host.devices, f"{name}/{rank}"))
+        # objects named role/rank: a host may hold two ranks of a frozen role that has more ranks than the actor
+        self.workers = [HostedRole(h, f"{name}/{rank}") for rank, h in enumerate(self.hosts)]
 
     def ready(self) -> list:
         """Futures that resolve once every rank's role object is constructed (wait on all roles' at once, so
@@ -112,13 +124,22 @@ class RoleGroup:
         """End the role's hosts (after a failure: a host may be dead or stuck in a collective)."""
         from orchestrator.runtime.worker_group import kill_hosts
 
-        kill_hosts(self.hosts)
+        if self.owns_hosts:
+            kill_hosts(self.hosts)
 
     def give_back(self) -> None:
         """The job is over and the role healthy: its hosts go back to the warm pool."""
         from orchestrator.runtime.worker_group import give_back
 
-        give_back(self.hosts)
+        if self.owns_hosts:
+            give_back(self.hosts)
+
+
+def shares_processes(opts: Any, role: str, trained: Sequence[str]) -> bool:
+    """Whether ``role`` runs inside the actor's processes (``<kind>.share_processes``): only when the roles are
+    colocated (one bundle, one node) and ``role`` is frozen (joins no process group)."""
+    return bool(opts.colocate and getattr(opts, "share_processes", False) and role != "actor"
+                and role not in trained)
 
 
 def check_placement(colocate: bool, placement: str, kind: str) -> None:
@@ -146,3 +167,15 @@ def create_placement_group(ppo: Any, roles: Sequence[str] = ROLES,
     pg = placement_group(bundles, strategy=pg_strategy(ppo.colocate, placement))
     ray.get(pg.ready(), timeout=300)
     return pg, index
+
+
+def prewarm_role_hosts(opts: Any, roles: Sequence[str], trained: Sequence[str], cluster: Any,
+                       env: dict[str, str]) -> None:
+    """Start the processes the roles will need now (one-node CPU Ray), so they import the stack while the driver
+    reads and tokenizes the prompts and opens the MLflow run; the roles then borrow them (same ``env``)."""
+    if cluster.use_gpu:
+        return  # GPU hosts are matched to their bundle's devices, known once the placement group is granted
+    from orchestrator.runtime.worker_group import prewarm
+
+    count = sum(getattr(opts, r).num_workers for r in roles if not shares_processes(opts, r, trained))
+    prewarm(count, env, ROLE_PRELOAD)

@@ -84,7 +84,7 @@ class WorkerHost:
 
     def __init__(self, env: dict[str, str], preload: tuple[str, ...]) -> None:
         os.environ.update(env)
-        self._obj: Any = None
+        self._objs: dict[str, Any] = {}  # hosted role objects by name (several roles may share a process)
         self._preload: Any = None
         if preload:
             import threading
@@ -136,12 +136,13 @@ class WorkerHost:
             _CONTEXT = None
             self.release()
 
-    def construct(self, cls: type, args: tuple, kwargs: dict, devices: Optional[str]) -> None:
+    def construct(self, cls: type, args: tuple, kwargs: dict, devices: Optional[str], name: str = "role") -> None:
+        """Build a role object ``cls(*args, **kwargs)`` here under ``name`` (a host can hold several roles)."""
         self._ready(devices)
-        self._obj = cls(*args, **kwargs)
+        self._objs[name] = cls(*args, **kwargs)
 
-    def invoke(self, method: str, args: tuple, kwargs: dict) -> Any:
-        return getattr(self._obj, method)(*args, **kwargs)
+    def invoke(self, method: str, args: tuple, kwargs: dict, name: str = "role") -> Any:
+        return getattr(self._objs[name], method)(*args, **kwargs)
 
     def release(self) -> None:
         """Drop the hosted object and the job's process group (DeepSpeed's cached groups with it)."""
@@ -150,9 +151,9 @@ class WorkerHost:
 
         dist = sys.modules.get("torch.distributed")
         joined = dist is not None and dist.is_available() and dist.is_initialized()
-        if self._obj is None and not joined:
+        if not self._objs and not joined:
             return  # nothing of a job left (a training rank released itself at the end of run())
-        self._obj = None
+        self._objs.clear()
         if joined:
             dist.destroy_process_group()
         _reset_deepspeed_groups()

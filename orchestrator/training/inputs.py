@@ -72,13 +72,12 @@ def pick_tokenizer(model_dir: Optional[str], data_dir: Path, required: bool = Tr
 
 def init_model_dir(cfg: Any, tokenizer_dir: str) -> str:
     """A randomly initialised causal LM of ``cfg.model`` saved once under the run (smoke runs only)."""
-    from transformers import AutoTokenizer
-
+    from orchestrator.data.tokenizer import load_tokenizer
     from orchestrator.models.build import build_causal_lm
 
     out = Path(cfg.output_dir) / "init_policy"
     if not (out / "config.json").is_file():
-        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tok = load_tokenizer(tokenizer_dir)
         ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
         model = build_causal_lm(cfg.model, cfg.trainer.seed, special_ids=ids)
         model.save_pretrained(out, safe_serialization=True)
@@ -100,8 +99,7 @@ def ensure_job_chat_template(tok_dir: str, data_dir: Path, fmt: str, key: str = 
     Raises:
         ConfigError: the template cannot give exact assistant masks.
     """
-    from transformers import AutoTokenizer
-
+    from orchestrator.data.tokenizer import load_tokenizer
     from orchestrator.data.chat_records import is_chat_record
     from orchestrator.data.chat_template import ChatTemplateError, ensure_chat_template
     from orchestrator.data.shards import iter_records
@@ -109,10 +107,10 @@ def ensure_job_chat_template(tok_dir: str, data_dir: Path, fmt: str, key: str = 
     first = next(iter_records(data_dir), None)
     if first is None or not is_chat_record(first, fmt):
         return False
-    tok = AutoTokenizer.from_pretrained(tok_dir)
+    tok = load_tokenizer(tok_dir)
     template = None
     if not getattr(tok, "chat_template", None) and has_tokenizer(data_dir / "tokenizer"):
-        template = getattr(AutoTokenizer.from_pretrained(str(data_dir / "tokenizer")), "chat_template", None)
+        template = getattr(load_tokenizer(str(data_dir / "tokenizer")), "chat_template", None)
     try:
         ensure_chat_template(tok, template)
     except ChatTemplateError as e:

@@ -78,13 +78,12 @@ def _packed_data(args: WorkerArgs, ctx: WorkerContext) -> tuple[Any, list]:
 
 def _records_data(args: WorkerArgs, ctx: WorkerContext) -> tuple[Any, list]:
     """Records (sft / preference) tokenized once: this rank's source and held-out micro-batches."""
-    from transformers import AutoTokenizer
-
+    from orchestrator.data.tokenizer import load_tokenizer
     from orchestrator.data.shards import load_manifest, read_records
     from orchestrator.training.records import encode_records, eval_batches, make_source
 
     cfg, plan, fmt = args.cfg, args.plan, args.task.data_format
-    tok = AutoTokenizer.from_pretrained(args.tokenizer_dir)
+    tok = load_tokenizer(args.tokenizer_dir)
     ctx.tokenizer = tok
     ctx.special_ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
                        "eos_token_id": tok.eos_token_id}

@@ -77,3 +77,56 @@ def test_a_lost_rank_restarts_the_group_and_a_failing_one_is_named(ray_local, tm
     while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) >= 2  # idle hosts hold no CPUs: the job's reservation is gone
+
+
+class _Tally:
+    """A stand-in role object: counts its calls, says which process it lives in."""
+
+    def __init__(self, tag: str, rank: int = 0, world_size: int = 1, master: str = "") -> None:
+        self.tag, self.rank, self.calls = tag, rank, 0
+
+    def bump(self) -> tuple:
+        self.calls += 1
+        return self.tag, self.rank, self.calls, os.getpid()
+
+
+def test_frozen_roles_share_the_actor_processes_and_only_the_owner_returns_them(ray_local):
+    """``share_processes``: rank r of a frozen role is a second object in actor rank r's host; each object keeps
+    its own state, and the shared hosts go back to the pool once (by the actor's group)."""
+    from types import SimpleNamespace
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from orchestrator.rlhf.placement import RoleGroup, shares_processes
+    from orchestrator.runtime import worker_group
+
+    opts = SimpleNamespace(colocate=True, share_processes=True)
+    assert shares_processes(opts, "reference", ("actor", "critic"))
+    assert not shares_processes(opts, "critic", ("actor", "critic"))  # trained: own processes and group
+    assert not shares_processes(SimpleNamespace(colocate=False, share_processes=True), "reward", ("actor",))
+    assert not shares_processes(SimpleNamespace(colocate=True, share_processes=False), "reward", ("actor",))
+
+    role = SimpleNamespace(num_workers=2, num_cpus=0.25, num_gpus=0)
+    pg = placement_group([{"CPU": 1.0}], strategy="STRICT_PACK")
+    ray.get(pg.ready(), timeout=120)
+    env = {"OMP_NUM_THREADS": "1", "ORCHESTRATOR_TEST_MARK": "roles"}
+    try:
+        actor = RoleGroup("actor", _Tally, role, pg, [0, 0], lambda r, n, m: (("actor",), {"rank": r}), env)
+        ref = RoleGroup("reference", _Tally, SimpleNamespace(num_workers=3, num_cpus=0.25, num_gpus=0), pg,
+                        [0, 0, 0], lambda r, n, m: (("ref",), {"rank": r}), env, share_hosts=actor.hosts)
+        ray.get(actor.ready() + ref.ready())
+        a = ray.get(actor.call("bump"))
+        r1 = ray.get(ref.call("bump"))
+        r2 = ray.get(ref.call("bump"))
+        assert [x[:3] for x in a] == [("actor", 0, 1), ("actor", 1, 1)]
+        assert [x[:3] for x in r2] == [("ref", 0, 2), ("ref", 1, 2), ("ref", 2, 2)]
+        # ref rank r lives in actor rank r mod 2's process; the two actor ranks are two processes
+        assert [x[3] for x in r1] == [a[0][3], a[1][3], a[0][3]] and a[0][3] != a[1][3]
+        before = len(worker_group._idle())
+        ref.give_back()  # a sharing group returns nothing
+        assert len(worker_group._idle()) == before
+        actor.give_back()
+        idle_pids = {ray.get(h.actor.info.remote())["pid"] for h in worker_group._idle()}
+        assert {a[0][3], a[1][3]} <= idle_pids
+    finally:
+        remove_placement_group(pg)

@@ -37,3 +37,18 @@ def test_demo_dataset_is_built_without_importing_transformers(tmp_path):
             "assert 'transformers' not in sys.modules, 'transformers imported'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_load_tokenizer_equals_autotokenizer_without_importing_torch(tmp_path):
+    docs = list(demo_documents(40, seed=5))
+    tok_dir = train_bpe_tokenizer(docs, 300, tmp_path / "tok")
+    code = ("import sys; from orchestrator.data.tokenizer import load_tokenizer; "
+            f"t = load_tokenizer({str(tok_dir)!r}); "
+            "print(type(t).__name__, t.eos_token_id, t('The quiet river')['input_ids'], 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(tok_dir)
+    assert r.stdout.split(" ", 2)[:2] == [type(auto).__name__, str(auto.eos_token_id)]
+    assert r.stdout.strip() == f"{type(auto).__name__} {auto.eos_token_id} {auto('The quiet river')['input_ids']} False"
