@@ -62,7 +62,8 @@ def check_version(engine: Any, actor_version: int) -> None:
     if engine.version != actor_version:
         raise StaleRolloutEngineError(
             f"rollout engine {engine.name!r} holds weights version {engine.version} but the actor is at version "
-            f"{actor_version}: the weight sync after the last update was skipped (call sync_rollout_engine)")
+            f"{actor_version}: the weight sync after the last update was skipped (the driver calls sync_rollout_engines after every "
+            "update)")
 
 
 def request_seed(seed: int, rank: int, row: int) -> int:
