@@ -28,12 +28,16 @@ class RolloutEngineRole(RoleBase):
     def __init__(self, cfg: Any, model_dir: str, rank: int = 0, world_size: int = 1,
                  master: Optional[str] = None) -> None:
         super().__init__(cfg, rank, world_size, master)
+        from transformers import AutoModelForCausalLM
+
         from orchestrator.rlhf.rollout_engines import make_engine
 
         opts = getattr(cfg, cfg.kind)
         rows = opts.rollout_batch_size * getattr(opts, "group_size", 1)
-        self.engine = None  # no DeepSpeed engine here (RoleBase.save/load then keep only the RNG)
-        self.rollout_engine = make_engine(cfg, model_dir, rank, math.ceil(rows / world_size))
+        # the same module the actor loads, so the engine is built exactly as the colocated one (VLLMEngine's note)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.rollout_engine = make_engine(cfg, model, rank, math.ceil(rows / world_size))
+        del model
         self.group: Any = None
 
     def init_weight_group(self, master: str, world_size: int) -> int:
