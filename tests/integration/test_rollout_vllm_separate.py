@@ -4,7 +4,7 @@ Same claims as the colocated engine (tests/integration/test_rollout_vllm.py, sam
 there: fp32 on CPU, kernels and reduction order only), now across processes: the engine role's log-probs of
 the tokens it sampled equal the actor role's forward before any update and after each of K synced updates;
 a rollout after a skipped sync raises the version check's error; and grpo runs end to end with the engines
-in their own placement group.
+in their own placement group, through the loss and recovery of an engine.
 """
 
 from __future__ import annotations
@@ -124,11 +124,18 @@ def h32_policy(ray_local, tmp_path_factory):
     return build_sft_policy(tmp_path_factory.getbasetemp() / "rlhf_shared_h32", "model=tiny_h32")[0]
 
 
-def test_grpo_with_separate_vllm_engines_raises_reward_and_syncs_every_step(ray_local, h32_policy, tmp_path):
+def test_grpo_with_separate_vllm_engines_raises_reward_syncs_every_step_and_recovers_a_killed_engine(
+        ray_local, h32_policy, tmp_path, monkeypatch):
     """GRPO end to end with one engine in its own placement group: the held-out reward rises above the SFT
     policy's as with the colocated engine (same margin), and every step's engine held the actor's current
-    weights (mismatch at fp32 rounding, so each step's broadcast arrived whole)."""
+    weights (mismatch at fp32 rounding, so each step's broadcast arrived whole). The engine's process is
+    killed at step 7: the controller restarts every role, the new engine joins a new broadcast group and is
+    synced to the step-6 checkpoint (a load moves the actor's version, so an unsynced engine would raise),
+    and step 7 is recomputed with the same small mismatch."""
     from orchestrator.kinds.grpo import run as run_grpo
+    from orchestrator.rlhf.grpo import GRPOController
+
+    monkeypatch.setattr(GRPOController, "fault_role", "rollout")  # trainer.fail_at_step kills the engine
     from orchestrator.rlhf.evaluate import mean_reward
     from orchestrator.training.loop import read_steps
     from tests.integration.rlhf_helpers import held_out_prompts, job_cfg
@@ -136,9 +143,11 @@ def test_grpo_with_separate_vllm_engines_raises_reward_and_syncs_every_step(ray_
     steps = 12
     cfg = job_cfg("grpo", tmp_path, "grpo_vllm_sep", f"model.pretrained={h32_policy}", "model=tiny_h32",
                   "trainer.lr=2e-3", "grpo.rollout_batch_size=8", "grpo.group_size=8", "grpo.minibatch_size=32",
-                  "parallel.micro_batch_size=16", f"trainer.max_steps={steps}", "trainer.save_every=0",
-                  "grpo.sample_every=12", "rollout.engine=vllm", "rollout.layout=separate", "rollout.tis_cap=2.0")
+                  "parallel.micro_batch_size=16", f"trainer.max_steps={steps}", "trainer.save_every=6",
+                  "trainer.fail_at_step=7", "trainer.max_failures=1", "grpo.sample_every=12",
+                  "rollout.engine=vllm", "rollout.layout=separate", "rollout.tis_cap=2.0")
     res = run_grpo(cfg)
+    assert res["failures_recovered"] == 1 and res["steps"] == steps, res
     prompts = held_out_prompts()
     sft_score, grpo_score = mean_reward(h32_policy, prompts, seed=0), mean_reward(res["export_dir"], prompts, seed=0)
     print(f"held-out reward (separate vllm engines): SFT {sft_score:.3f} -> GRPO {grpo_score:.3f}")
