@@ -26,7 +26,7 @@ from orchestrator.config.rlhf import GRPOOptions, RewardConfig
 from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
 from orchestrator.kinds.registry import KindSpec, model_output
 from orchestrator.rlhf.placement import check_placement
-from orchestrator.rlhf.plan import grpo_plan
+from orchestrator.rlhf.plan import grpo_plan, grpo_roles
 from orchestrator.rlhf.rewards import check_reward_functions
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def check(cfg: GRPOConfig) -> None:
                     "(loss_agg=%s)", p.loss_norm_length, p.loss_agg)
     if p.kl_coef == 0 and p.kl_mode == "reward":
         log.warning("grpo.kl_mode=reward does nothing with grpo.kl_coef=0 (no KL, no reference role)")
-    check_rollout(cfg)
+    check_rollout(cfg, [getattr(p, r) for r in grpo_roles(p)])
     check_reward_functions(cfg.reward.functions)
 
 
@@ -77,7 +77,6 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     from orchestrator.data.shards import load_manifest, read_records
     from orchestrator.training.sampler import split_heldout
     from orchestrator.rlhf.placement import prewarm_role_hosts
-    from orchestrator.rlhf.plan import grpo_roles
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.tracking import job_run, lineage_tags
     from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model

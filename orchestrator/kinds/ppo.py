@@ -23,7 +23,7 @@ from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import PPOOptions, RewardFunctionsConfig
 from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
 from orchestrator.kinds.registry import KindSpec, model_output
-from orchestrator.rlhf.placement import check_placement
+from orchestrator.rlhf.placement import ROLES, check_placement
 from orchestrator.rlhf.plan import ppo_plan
 from orchestrator.rlhf.rewards import check_reward_functions
 
@@ -53,7 +53,7 @@ def check(cfg: PPOConfig) -> None:
             raise ConfigError("ppo.minibatch_size", f"{p.minibatch_size} is not divisible by parallel.micro_batch_size"
                               f" * ppo.{role}.num_workers = {cfg.parallel.micro_batch_size * n}",
                               "pick a minibatch size divisible by micro_batch_size times the role size")
-    check_rollout(cfg)
+    check_rollout(cfg, [getattr(cfg.ppo, r) for r in ROLES])
     check_placement(p.colocate, cfg.cluster.placement, "ppo")
     if cfg.model.seq_len <= p.max_new_tokens:
         raise ConfigError("ppo.max_new_tokens", f"{p.max_new_tokens} leaves no room for the prompt in "
@@ -73,7 +73,7 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import read_records
-    from orchestrator.rlhf.placement import ROLES, prewarm_role_hosts
+    from orchestrator.rlhf.placement import prewarm_role_hosts
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.tracking import job_run, lineage_tags
     from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model

@@ -57,6 +57,7 @@ class RoleController:
         self.steplog = StepLog(self.out / "steps.jsonl")
         self.groups: dict[str, RoleGroup] = {}
         self.pg = None
+        self.extra_pgs: list[Any] = []  # placement groups of start_extra_groups' role groups
         self.step = 0
 
     # ------------------------------------------------------------------ what a subclass provides
@@ -86,6 +87,11 @@ class RoleController:
         """Columns of the step's sample table."""
         raise NotImplementedError
 
+    def start_extra_groups(self) -> dict[str, RoleGroup]:
+        """Role groups with placement groups of their own (appended to ``extra_pgs``), started with the roles
+        (the separate rollout engines, :class:`~.engine_client.EngineRollouts`); none by default."""
+        return {}
+
     def on_roles_started(self) -> None:
         """Hook after (re)starting the roles, before any checkpoint is loaded."""
 
@@ -107,6 +113,7 @@ class RoleController:
             share = self.groups["actor"].hosts if shares_processes(self.p, name, trained) else None
             self.groups[name] = RoleGroup(name, cls, getattr(self.p, name), self.pg, index[name], make, self.env,
                                           share_hosts=share)
+        self.groups.update(self.start_extra_groups())
         ray.get([f for g in self.groups.values() for f in g.ready()])  # every role starts in parallel
         self.on_roles_started()
 
@@ -118,12 +125,13 @@ class RoleController:
         for g in self.groups.values():
             g.give_back() if healthy and self.reusable_hosts() else g.kill()
         self.groups = {}
-        if self.pg is not None:
-            try:
-                remove_placement_group(self.pg)
-            except Exception:
-                pass
-            self.pg = None
+        for pg in [self.pg, *self.extra_pgs]:
+            if pg is not None:
+                try:
+                    remove_placement_group(pg)
+                except Exception:
+                    pass
+        self.pg, self.extra_pgs = None, []
 
     def reusable_hosts(self) -> bool:
         """Whether the role hosts may serve another job: not after an in-process vLLM engine (its engine

@@ -23,7 +23,19 @@ def ppo_plan(cfg: Any) -> dict[str, Any]:
         "total_optimizer_steps": cfg.trainer.max_steps * p.ppo_epochs * minibatches,
         "reward": p.reward_model or [f"{f.metric_name}={f.weight:g} x {f.function}" for f in cfg.reward.functions],
         "kl": f"{p.kl_kind}, {p.kl_controller} beta={p.kl_coef}",
+        **engines_plan(cfg),
     }
+
+
+def engines_plan(cfg: Any) -> dict[str, Any]:
+    """The separate rollout engines' group (``rollout.layout=separate``), or nothing."""
+    r = getattr(cfg, "rollout", None)
+    if r is None or r.engine != "vllm" or r.layout != "separate":
+        return {}
+    bundle = {"CPU": float(r.cpus_per_engine), **({"GPU": float(r.gpus_per_engine)} if cfg.cluster.use_gpu else {})}
+    return {"rollout_engines": {"num_engines": r.num_engines, "placement_bundles": [bundle] * r.num_engines,
+                                "weight_sync": "broadcast from actor rank 0 (" + (
+                                    "nccl" if cfg.cluster.use_gpu else "gloo") + ") after every update"}}
 
 
 def grpo_roles(p: Any) -> tuple[str, ...]:
@@ -56,4 +68,5 @@ def grpo_plan(cfg: Any) -> dict[str, Any]:
         "clip": f"[1-{p.clip_low:g}, 1+{p.clip_high:g}]",
         "kl": "off (no reference role)" if not p.kl_coef else f"{p.kl_kind} in the {p.kl_mode}, beta={p.kl_coef:g}",
         "reward": reward, "reward_on_error": r.on_error,
+        **engines_plan(cfg),
     }

@@ -185,6 +185,49 @@ class PolicyRole(RoleBase):
             engine.sync(full_named_parameters(self.model, self.cfg.parallel.zero_stage), self.weights_version)
         return engine.version
 
+    # ---------------------------------------------------------------- separate rollout engines (rollout.layout)
+    def get_weights_version(self) -> int:
+        """Optimizer steps taken (+1 per checkpoint load): the version every engine must hold before a rollout."""
+        return self.weights_version
+
+    def init_weight_group(self, master: str, world_size: int) -> int:
+        """Rank 0 hosts the broadcast group to the separate engines (group rank 0, :mod:`.weight_sync`); the
+        other ranks join no group (they only take part in the ZeRO-3 gathers of a sync)."""
+        from orchestrator.rlhf.weight_sync import WeightGroup
+
+        self.close_weight_group()
+        if self.rank == 0:
+            self._weight_group = WeightGroup(master, 0, world_size, self.cfg.cluster.use_gpu)
+        return self.rank
+
+    def close_weight_group(self) -> None:
+        group, self._weight_group = getattr(self, "_weight_group", None), None
+        if group is not None:
+            group.close()
+
+    def weight_meta(self) -> list[tuple[str, list[int], str]]:
+        """Names, full shapes and dtypes of what :meth:`broadcast_weights` sends, in order."""
+        from orchestrator.rlhf.weight_sync import weight_meta
+
+        return weight_meta(self.model)
+
+    @torch.no_grad()
+    def broadcast_weights(self) -> int:
+        """Every rank gathers the parameters one at a time (a collective under ZeRO-3); rank 0 broadcasts each
+        to the engines. Returns the version the engines now hold."""
+        from orchestrator.rlhf.rollout_engines import full_named_parameters
+
+        params = full_named_parameters(self.model, self.cfg.parallel.zero_stage)
+        group = getattr(self, "_weight_group", None)
+        if self.rank == 0:
+            if group is None:
+                raise RuntimeError("actor rank 0 has no weight group: init_weight_group was not called")
+            group.send(params)
+        else:
+            for _ in params:  # the ZeRO-3 gathers only
+                pass
+        return self.weights_version
+
     @torch.no_grad()
     def logprobs(self, batch: dict[str, Any]) -> torch.Tensor:
         """[B, R] log-probabilities of the response tokens."""

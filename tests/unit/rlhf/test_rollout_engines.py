@@ -22,13 +22,37 @@ def vllm_installed(monkeypatch):
     (["rollout.tis_cap=0.5"], "rollout.tis_cap", "cap >= 1"),
     (["rollout.gpu_memory_utilization=0"], "rollout.gpu_memory_utilization", "(0, 1]"),
     (["rollout.engine=vllm", "model=tiny"], "rollout.engine", "model=tiny_h32"),  # head_dim 16 on CPU
-    (["rollout.engine=vllm", "model=tiny_h32", "rollout.layout=separate"], "rollout.layout", "colocated"),
+    (["rollout.layout=separate"], "rollout.layout", "rollout.engine=vllm"),  # hf has no engines to separate
+    (["rollout.engine=vllm", "model=tiny", "rollout.layout=separate"], "rollout.engine", "model=tiny_h32"),
+    (["rollout.engine=vllm", "model=tiny_h32", "rollout.layout=separate", "rollout.num_engines=0"],
+     "rollout.num_engines", ">= 1"),
+    (["rollout.engine=vllm", "model=tiny_h32", "rollout.layout=separate", "rollout.cpus_per_engine=0"],
+     "rollout.cpus_per_engine", "> 0"),
+    # 2 engines x 1.5 CPUs beside the roles' CPUs do not fit a 2-CPU local Ray
+    (["rollout.engine=vllm", "model=tiny_h32", "rollout.layout=separate", "cluster.num_cpus=2",
+      "rollout.num_engines=2", "rollout.cpus_per_engine=1.5"], "rollout.cpus_per_engine", "the local Ray has 2"),
 ])
 @pytest.mark.parametrize("kind", ["ppo", "grpo"])
 def test_invalid_rollout_configs_are_refused_naming_key_and_fix(vllm_installed, kind, overrides, key, words):
     with pytest.raises(ConfigError) as info:
         load(kind, overrides)
     assert info.value.key == key and words in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["ppo", "grpo"])
+def test_separate_engines_that_fit_the_local_ray_are_accepted_and_planned(vllm_installed, kind):
+    """1 engine x 1 CPU beside the roles' 0.25-CPU bundles fits 2 CPUs; 3 x 1 does not (the count names the
+    roles' own CPUs: ppo starts 4 roles, grpo 3 with its default KL)."""
+    from orchestrator.entry import dry_run_text
+
+    base = ["rollout.engine=vllm", "model=tiny_h32", "rollout.layout=separate", "cluster.num_cpus=2"]
+    cfg = load(kind, base)
+    assert (cfg.rollout.num_engines, cfg.rollout.cpus_per_engine) == (1, 1.0)
+    assert "rollout_engines" in dry_run_text(cfg)
+    roles_cpus = 1.0 if kind == "ppo" else 0.75
+    with pytest.raises(ConfigError) as info:
+        load(kind, base + ["rollout.num_engines=3"])
+    assert f"roles' {roles_cpus:g} CPUs need {roles_cpus + 3:g}" in str(info.value), str(info.value)
 
 
 def test_vllm_missing_is_refused_with_the_install_command(monkeypatch):
