@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from orchestrator.config.base import Frozen
 from orchestrator.config.cluster import ClusterConfig
@@ -60,10 +61,20 @@ class TrainJobConfig(JobConfig):
 
 
 def checkpoint_root(cfg: JobConfig) -> Path:
-    """Where a run's committed checkpoints live: ``<cluster.storage_path>/<run_name>/checkpoints`` when a
-    storage path is set (a filesystem every node mounts; the output directory may then be node-local),
-    else ``<output_dir>/checkpoints``. Every rank writes its shards there, the commit marker last; resume
-    (a new job, or the worker group's restart after a node loss) reads from there."""
-    if cfg.cluster.storage_path:
+    """The directory the ranks write checkpoints into: ``<cluster.storage_path>/<run_name>/checkpoints``
+    when the storage path is a filesystem path (every node mounts it; the output directory may then be
+    node-local), else ``<output_dir>/checkpoints``. Every rank writes its shards there, the commit marker
+    last; resume (a new job, or the worker group's restart after a node loss) reads from there. With a URI
+    storage path this is each node's local mirror and :func:`checkpoint_uri` the durable copy."""
+    if cfg.cluster.storage_path and "://" not in cfg.cluster.storage_path:
         return Path(cfg.cluster.storage_path) / cfg.run_name / "checkpoints"
     return Path(cfg.output_dir) / "checkpoints"
+
+
+def checkpoint_uri(cfg: JobConfig) -> Optional[str]:
+    """``<cluster.storage_path>/<run_name>/checkpoints`` when the storage path is an object-store URI
+    (:mod:`orchestrator.engine.storage`), else None."""
+    sp = cfg.cluster.storage_path
+    if sp and "://" in sp:
+        return f"{sp.rstrip('/')}/{cfg.run_name}/checkpoints"
+    return None

@@ -104,20 +104,43 @@ class CheckpointManager:
         world_size: number of ranks.
     """
 
-    def __init__(self, root: str | Path, keep: int, rank: int, world_size: int) -> None:
+    def __init__(self, root: str | Path, keep: int, rank: int, world_size: int, remote: Optional[str] = None,
+                 local_rank: int = 0) -> None:
         self.root = Path(root)
         self.keep = keep
         self.rank = rank
         self.world_size = world_size
+        self.local_rank = local_rank
+        self.remote = None
+        if remote:
+            from orchestrator.engine.storage import RemoteCheckpoints
+
+            self.remote = RemoteCheckpoints(remote)
+        """With ``cluster.storage_path`` a URI: the store (``root`` is then this node's local mirror)."""
+
+    def by_node(self, work: Any) -> None:
+        """Collective: ``work()`` on one rank per node (local rank 0), one node after the other (two nodes
+        that see the same directory, e.g. nodes of one machine, never write the same files at once)."""
+        for r in range(self.world_size):
+            if r == self.rank and self.local_rank == 0:
+                work()
+            barrier()
+
+    def fetch(self, ckpt_dir: Optional[str]) -> None:
+        """Collective: with a store, every node downloads ``ckpt_dir`` (a checkpoint of this run) into its
+        local mirror unless it has it committed there already."""
+        if self.remote is None or not ckpt_dir or Path(ckpt_dir).parent != self.root:
+            return
+        self.by_node(lambda: self.remote.download(Path(ckpt_dir).name, self.root))
 
     def save(self, engine: Any, tag: str, trainer_state: dict[str, Any]) -> Path:
         """Collective: write the engine's checkpoint, RNG states and ``trainer_state`` under ``tag``,
         then commit it, move ``latest`` and prune. Returns the committed directory."""
         path = self.root / tag
-        if self.rank == 0:
+        if self.rank == 0 or (self.remote is not None and self.local_rank == 0):  # a node-local mirror: each node
             self.root.mkdir(parents=True, exist_ok=True)
             if path.exists():  # leftover of a crash while writing this tag: never mix old and new files
-                shutil.rmtree(path)
+                shutil.rmtree(path, ignore_errors=self.remote is not None)
         barrier()
         engine.save_checkpoint(str(self.root), tag=tag, save_latest=False)
         (path / "rng").mkdir(parents=True, exist_ok=True)
@@ -125,9 +148,17 @@ class CheckpointManager:
         if self.rank == 0:
             atomic_write_text(path / STATE_FILE, json.dumps(trainer_state, indent=1, sort_keys=True))
         barrier()  # every rank's shards are on disk before the commit marker exists
+        if self.remote is not None:  # every node's files on the store before its commit marker exists
+            self.by_node(lambda: self.remote.upload(path))
         if self.rank == 0:
+            if self.remote is not None:
+                self.remote.commit(tag)
             self._commit(path)
+            if self.remote is not None:
+                self.remote.prune(self.keep, current=tag)
         barrier()
+        if self.remote is not None:  # the other nodes' mirrors: the store holds their files now
+            self.by_node(lambda: self.rank == 0 or self.prune(current=path))
         return path
 
     def _commit(self, path: Path) -> None:

@@ -104,7 +104,20 @@ class RoleController:
         self.groups = {name: RoleGroup(name, cls, getattr(self.p, name), self.pg, index[name], make, self.env)
                        for name, (cls, make) in specs.items()}
         ray.get([f for g in self.groups.values() for f in g.ready()])  # every role starts in parallel
+        self.record_placement()
         self.on_roles_started()
+
+    def record_placement(self) -> None:
+        """``placement.json``: the node of every role rank (rewritten when a recovery restarts the roles),
+        so a multi-node run shows which roles share a node and where they went after a node loss."""
+        import json
+
+        from orchestrator.core.files import atomic_write_text
+
+        where = [{"role": name, "rank": r, "node_id": h.node_id} for name, g in self.groups.items()
+                 for r, h in enumerate(g.hosts)]
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "placement.json", json.dumps(where, indent=1))
 
     def stop_roles(self, healthy: bool = False) -> None:
         """End the roles and release their placement group. ``healthy`` (the job finished normally): their

@@ -290,6 +290,7 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
     else:
         places = _probe(pg, bundles, indices)
     idle, hosts = _idle(), []
+    idle[:] = [h for h in idle if h.node_id in alive]  # hosts of a lost node went with it (a rejoined node has a new id)
     cls = ray.remote(WorkerHost)
     for node, devices in places:
         match = next((h for h in idle if h.node_id == node and h.env == key and h.devices == devices), None)

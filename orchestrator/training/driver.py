@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from orchestrator.config.jobs import TrainJobConfig, checkpoint_root
+from orchestrator.config.jobs import TrainJobConfig, checkpoint_root, checkpoint_uri
 from orchestrator.config.plan import make_train_plan
 from orchestrator.core.console import StepProgress, say
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
@@ -122,6 +122,11 @@ def _import_in_background(*modules: str) -> None:
 def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     """Driver-side inputs, before Ray: resume decision, upstream models, dataset, tokenizer, plan."""
     out = Path(cfg.output_dir)
+    uri = checkpoint_uri(cfg)
+    if uri:  # URI storage: the store's newest committed checkpoint into this node's mirror, then as usual
+        from orchestrator.engine.storage import RemoteCheckpoints
+
+        RemoteCheckpoints(uri).download_latest(checkpoint_root(cfg))
     resume_dir = resolve_resume(cfg, checkpoint_root(cfg))
     model_dir = resolve_model(cfg.model.pretrained, cfg, "model.pretrained")
     upstream_uris = {key: _config_value(cfg, key) for key in task.upstream_keys}
@@ -214,6 +219,12 @@ def _result(cfg: Any, out: Path, run_id: Optional[str], export_dir: Optional[str
     steps = read_steps(str(out))
     eval_metrics = json.loads((out / EVAL_FILE).read_text()) if (out / EVAL_FILE).exists() else {}
     ckpt = latest_committed(checkpoint_root(cfg))
+    uri = checkpoint_uri(cfg)
+    if uri:  # the durable copy is the store's (this node's mirror may not hold the last commit)
+        from orchestrator.engine.storage import RemoteCheckpoints
+
+        tag = RemoteCheckpoints(uri).latest()
+        ckpt = f"{uri}/{tag}" if tag else None
     tps = [s["tokens_per_s"] for k, s in steps.items() if k > 1 and "tokens_per_s" in s]
     if steps:
         last = max(steps)
