@@ -126,12 +126,17 @@ class CheckpointManager:
                 work()
             barrier()
 
-    def fetch(self, ckpt_dir: Optional[str]) -> None:
-        """Collective: with a store, every node downloads ``ckpt_dir`` (a checkpoint of this run) into its
-        local mirror unless it has it committed there already."""
-        if self.remote is None or not ckpt_dir or Path(ckpt_dir).parent != self.root:
-            return
-        self.by_node(lambda: self.remote.download(Path(ckpt_dir).name, self.root))
+    def fetch(self, ckpt_dir: Optional[str]) -> Optional[str]:
+        """Collective: with a store, a checkpoint of this run (``<uri>/<tag>`` or a path in this node's
+        mirror) is downloaded by every node into its local mirror unless it has it committed there already;
+        returns the local directory to load (``ckpt_dir`` itself otherwise)."""
+        if self.remote is None or not ckpt_dir:
+            return ckpt_dir
+        if ckpt_dir.startswith(self.remote.uri + "/"):
+            ckpt_dir = str(self.root / ckpt_dir[len(self.remote.uri) + 1:])
+        if Path(ckpt_dir).parent == self.root:
+            self.by_node(lambda: self.remote.download(Path(ckpt_dir).name, self.root))
+        return ckpt_dir
 
     def save(self, engine: Any, tag: str, trainer_state: dict[str, Any]) -> Path:
         """Collective: write the engine's checkpoint, RNG states and ``trainer_state`` under ``tag``,

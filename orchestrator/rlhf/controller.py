@@ -233,8 +233,16 @@ class RoleController:
 
         from orchestrator.core.files import copy_tokenizer
 
+        from orchestrator.runtime.worker_group import driver_node, unpack_dir
+
         out_dir.mkdir(parents=True, exist_ok=True)
-        ray.get(self.groups["actor"].workers[0].export.remote(str(out_dir)))
+        host = self.groups["actor"].hosts[0]
+        if host.node_id == driver_node():
+            ray.get(self.groups["actor"].workers[0].export.remote(str(out_dir)))
+        else:  # the actor's node may not share the driver's disk: export there, then bring the files here
+            remote = f"{out_dir}.from-{host.node_id[:12]}"
+            ray.get(self.groups["actor"].workers[0].export.remote(remote))
+            unpack_dir(ray.get(host.actor.pack_dir.remote(remote, remove=True)), out_dir)
         copy_tokenizer(self.tokenizer_dir, out_dir)
         return out_dir
 

@@ -8,8 +8,8 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
-from orchestrator.runtime.worker_group import (GroupSpec, Host, RankContext, WorkerGroupError, borrow, give_back,
-                                               kill_hosts, prewarm)
+from orchestrator.runtime.worker_group import (GroupSpec, Host, RankContext, WorkerGroupError, borrow, driver_node,
+                                               give_back, kill_hosts, prewarm)
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _wire(hosts: list[Host]) -> tuple[list[Host], list[RankContext], str, list[O
     for h, info in zip(hosts, infos):
         h.pid, h.ip = info["pid"], info["ip"]
     node_order = list(dict.fromkeys(h.node_id for h in hosts))  # the first bundle's node first
-    driver = _driver_node()
+    driver = driver_node()
     if driver in node_order:
         node_order.remove(driver)
         node_order.insert(0, driver)
@@ -128,16 +128,6 @@ def _wire(hosts: list[Host]) -> tuple[list[Host], list[RankContext], str, list[O
     addr = "127.0.0.1" if len(node_order) == 1 else hosts[0].ip
     master = f"{addr}:{ray.get(hosts[0].actor.free_port.remote())}"
     return hosts, contexts, master, devices
-
-
-def _driver_node() -> Optional[str]:
-    """The node id of this (driver) process; None when Ray cannot tell (a Ray Client driver)."""
-    import ray
-
-    try:
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - e.g. Ray Client mode
-        return None
 
 
 def _run_once(hosts: list[Host], contexts: list[RankContext], master: str, devices: list[Optional[str]],

@@ -165,7 +165,7 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
                             "plan.placement": plan.placement["strategy"]})
     args = WorkerArgs(cfg=cfg, plan=plan, task=task, dataset_dir=str(data), model_dir=p["model_dir"],
                       tokenizer_dir=p["tok_dir"], upstream=p["upstream"],
-                      resume_dir=str(resume_dir) if resume_dir else None, run_id=tracker.run_id,
+                      resume_dir=_for_workers(cfg, resume_dir), run_id=tracker.run_id,
                       extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
                                    "schedule": schedule_fingerprint(cfg), "mlflow_run_id": tracker.run_id,
                                    "dataset_dir": str(data)},
@@ -179,6 +179,17 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
         (checkpoint_root(cfg) / f".started_{args.attempt_id}").unlink(missing_ok=True)
     with phases.phase("register"):
         return tracker.register_model(export_dir, cfg.run_name, p["tags"]) if export_dir else None
+
+
+def _for_workers(cfg: TrainJobConfig, resume_dir: Optional[Path]) -> Optional[str]:
+    """The resume choice as the ranks can read it: with URI storage a checkpoint of the driver's local mirror
+    is named by its URI on the store (every node has its own mirror; the ranks download from the store)."""
+    if resume_dir is None:
+        return None
+    uri = checkpoint_uri(cfg)
+    if uri and Path(resume_dir).parent == checkpoint_root(cfg):
+        return f"{uri}/{Path(resume_dir).name}"
+    return str(resume_dir)
 
 
 def _startup_metrics(out: Path, phases: Phases) -> dict[str, float]:

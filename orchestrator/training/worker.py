@@ -143,7 +143,7 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
     # Our own ``latest`` decides on a restart inside the job (Ray may still name an older checkpoint).
     with phases.phase("restore"):
         resume_dir = select_resume(args.resume_dir, ckpts.root, args.attempt_id, rank, ckpts.remote)
-        ckpts.fetch(resume_dir)  # URI storage: every node downloads it into its local mirror
+        resume_dir = ckpts.fetch(resume_dir)  # URI storage: every node downloads it into its local mirror
         state = restore(engine, source, ckpts, resume_dir) if resume_dir else None
     if resume_dir and rank == 0:
         log.warning("resumed from %s at step %d", resume_dir, state.step)

@@ -47,6 +47,15 @@ def test_object_store_uri_keeps_a_local_mirror_and_names_the_store(tmp_path):
     assert checkpoint_uri(load("pretrain", [f"cluster.storage_path={tmp_path}/nfs"])) is None
 
 
+def test_uri_storage_mirrors_checkpoints_on_the_nodes_own_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORCHESTRATOR_LOCAL_DIR", str(tmp_path / "scratch"))
+    cfg = load("pretrain", [f"workspace={tmp_path}", "run_name=r1", "cluster.storage_path=s3://bucket/ckpt"])
+    other = load("pretrain", [f"workspace={tmp_path}", "run_name=r1", "cluster.storage_path=s3://bucket/other"])
+    root = checkpoint_root(cfg)
+    assert root.parent == tmp_path / "scratch" / "checkpoints" and root.name.startswith("r1-")
+    assert checkpoint_root(other) != root  # the same run name on another store: its own mirror
+
+
 def test_storage_uri_without_a_pyarrow_filesystem_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match=r"cluster.storage_path.*ftp.*s3://"):
         load("pretrain", ["cluster.storage_path=ftp://host/ckpt"])
