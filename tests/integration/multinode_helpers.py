@@ -19,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,12 @@ class TwoNodeCluster:
         ranks = ["cluster.num_workers=2"] if kind in ("pretrain", "sft", "dpo", "reward_model") else []
         cmd = [sys.executable, "-m", "orchestrator.cli", "run", kind, f"cluster.address={self.gcs}", *ranks,
                "tracking=server", f"tracking.uri={self.mlflow_uri}", *overrides]
-        return subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # output to a file, not a pipe: a test polling the job's files meanwhile must not block it on a full pipe
+        log = tempfile.NamedTemporaryFile("w+", prefix=f"{kind}-", suffix=".log", delete=False)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        log.close()
+        return proc
 
     def node_ids(self) -> dict[str, str]:
         """``node_group`` label -> node id of the alive nodes."""
@@ -92,11 +98,15 @@ def _running(pid: int) -> bool:
 
 
 def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
+    """Wait for a job of :meth:`TwoNodeCluster.run`; (exit code, its output)."""
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
+        proc.wait()
+    path = Path(proc.log_path)  # type: ignore[attr-defined]
+    out = path.read_text(errors="replace")
+    path.unlink(missing_ok=True)
     return proc.returncode, out
 
 
