@@ -48,3 +48,27 @@ def test_upload_commit_latest_download_and_prune(tmp_path):
 
     store.prune(keep=1, current="step_00000004")
     assert sorted(p.name for p in bucket.iterdir()) == ["latest", "step_00000004"]
+
+
+def test_restart_picks_the_stores_newest_commit_and_fetch_downloads_it(tmp_path):
+    """A restarted group (the attempt's marker exists) resumes from the store's newest committed step, not
+    from what this node's mirror happens to hold; the driver's choice, named by its URI, maps to the mirror."""
+    from orchestrator.engine.checkpoint import CheckpointManager
+    from orchestrator.training.loop import select_resume
+
+    uri = (tmp_path / "bucket" / "r" / "checkpoints").as_uri()
+    store = RemoteCheckpoints(uri)
+    for step in (2, 4):
+        store.upload(_tag(tmp_path / "writer", f"step_{step:08d}", str(step)))
+        store.commit(f"step_{step:08d}")
+    mirror = tmp_path / "mirror"
+    _tag(mirror, "step_00000002", "2")  # this node's mirror is behind the store
+    (mirror / ".started_a1").write_text("started\n")
+    ckpts = CheckpointManager(mirror, keep=2, rank=0, world_size=1, remote=uri)
+
+    chosen = select_resume(f"{uri}/step_00000002", mirror, "a1", 0, ckpts.remote)
+    assert chosen == str(mirror / "step_00000004")
+    assert ckpts.fetch(chosen) == chosen and (mirror / "step_00000004" / "mp_rank_00_model_states.pt").read_text() == "4"
+
+    first = select_resume(f"{uri}/step_00000002", mirror, "a2", 0, ckpts.remote)  # a first start: the driver's choice
+    assert first == f"{uri}/step_00000002" and ckpts.fetch(first) == str(mirror / "step_00000002")
