@@ -98,10 +98,14 @@ class CheckpointManager:
     """Saves and loads committed checkpoints of one run (every rank constructs one; all call save/load).
 
     Args:
-        root: ``<output_dir>/checkpoints`` (a filesystem shared by all ranks).
+        root: the checkpoint root (``checkpoint_root(cfg)``: a filesystem shared by all ranks, or with
+            ``remote`` this node's local mirror).
         keep: newest committed checkpoints to keep (``trainer.keep_checkpoints``).
         rank: this process's global rank.
         world_size: number of ranks.
+        remote: ``checkpoint_uri(cfg)`` when ``cluster.storage_path`` is an object-store URI: one rank per
+            node uploads its node's files there, rank 0 commits there (:mod:`orchestrator.engine.storage`).
+        local_rank: this process's rank on its node (local rank 0 uploads and downloads for the node).
     """
 
     def __init__(self, root: str | Path, keep: int, rank: int, world_size: int, remote: Optional[str] = None,

@@ -174,8 +174,8 @@ def test_node_loss_mid_run_recovers_on_the_remaining_node(two_node_cluster, spre
     while not (root / "step_00000002" / "COMMITTED").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     placement = json.loads((out / "placement.json").read_text())
-    cluster.kill_worker_node()
     killed_at = max(_losses(out))
+    cluster.kill_worker_node()
     try:
         rc, text = finish(proc)
     finally:
@@ -228,13 +228,14 @@ def test_grpo_role_on_the_lost_node_recovers_with_the_same_steps(two_node_cluste
         time.sleep(0.02)  # the first commit (steps take about a second: older ones are pruned quickly)
     before = json.loads((out / "placement.json").read_text())
     worker = cluster.node_ids()["worker"]
+    killed_at = max(_steps(out), default=0)
     cluster.kill_worker_node()
-    killed_at = max(_steps(out))
     try:
         rc, text = finish(proc)
     finally:
         join = cluster.join_worker()
     print(f"grpo run with the node loss: {time.time() - t0:.0f} s since the reference run started")
+    print(text[-2500:])
     assert rc == 0, text[-4000:]
     assert join.returncode == 0, join.stdout + join.stderr
     assert killed_at < GRPO_STEPS, "the node was killed after the run had finished"
@@ -276,14 +277,14 @@ def test_data_prep_node_lost_during_the_dedup_shuffle_resumes_from_the_task_mark
     cluster = two_node_cluster
     cluster.wait_for_nodes(2)
     ws = cluster.head_dir / "scratch" / "ws"
-    proc, _ = cluster.run(f"workspace={ws}", "run_name=dp_ref", *DATA_PREP, kind="data_prep")
+    proc = cluster.run(f"workspace={ws}", "run_name=dp_ref", *DATA_PREP, kind="data_prep")
     rc, text = finish(proc)
     assert rc == 0, text[-4000:]
     ref = _digest(ws / "dp_ref")
 
     out = ws / "dp_node_loss"
     t0 = time.time()
-    proc, _ = cluster.run(f"workspace={ws}", "run_name=dp_node_loss", *DATA_PREP, kind="data_prep")
+    proc = cluster.run(f"workspace={ws}", "run_name=dp_node_loss", *DATA_PREP, kind="data_prep")
     deadline = time.time() + 300
     while not _markers(out) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -294,7 +295,7 @@ def test_data_prep_node_lost_during_the_dedup_shuffle_resumes_from_the_task_mark
     marked, redone = _markers(out), set()
     try:
         if rc != 0:  # the loss failed the job: a rerun continues from the markers
-            proc, _ = cluster.run(f"workspace={ws}", "run_name=dp_node_loss", *DATA_PREP, kind="data_prep")
+            proc = cluster.run(f"workspace={ws}", "run_name=dp_node_loss", *DATA_PREP, kind="data_prep")
             redone = _rewritten_while_running(proc, marked)
             rc, text = finish(proc)
             print(f"data_prep rerun: rc {rc} after {time.time() - t0:.0f} s")
