@@ -194,10 +194,23 @@ class RoleController:
                 self._recover()
         return {"steps": self.step, "failures_recovered": recoveries, "last_metrics": last}
 
-    def _recover(self) -> None:
-        self.stop_roles()
-        self.reset_state()
-        self.start_roles()
+    def _recover(self, attempts: int = 5) -> None:
+        """Fresh roles from the last committed checkpoint. A start that loses a role again (its node died
+        after the placement was granted, before Ray noticed the loss) is retried after a pause: such
+        retries wait for capacity and do not count as failures."""
+        import ray
+
+        for attempt in range(1, attempts + 1):
+            self.stop_roles()
+            self.reset_state()
+            try:
+                self.start_roles()
+                break
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("a %s role was lost while the roles restarted (%s); starting them again", self.cfg.kind, exc)
+                time.sleep(min(30.0, 2.0 * attempt))
         ckpt = find_resume_checkpoint(self.ckpt_root, "auto")
         if ckpt is not None:
             self.load_state_dict(load_ppo_state(ckpt, self._trained()))

@@ -192,8 +192,8 @@ def test_node_loss_mid_run_recovers_on_the_remaining_node(two_node_cluster, spre
 
 
 GRPO_STEPS = 6
-GRPO = [f"trainer.max_steps={GRPO_STEPS}", "trainer.save_every=1", "trainer.lr=2e-3", "grpo.rollout_batch_size=4",
-        "grpo.group_size=4", "grpo.minibatch_size=16", "parallel.micro_batch_size=16", "grpo.num_eval_prompts=0",
+GRPO = [f"trainer.max_steps={GRPO_STEPS}", "trainer.save_every=1", "trainer.lr=2e-3", "grpo.rollout_batch_size=8",
+        "grpo.group_size=8", "grpo.minibatch_size=32", "parallel.micro_batch_size=16", "grpo.num_eval_prompts=0",
         "grpo.colocate=false", "cluster.placement=spread"]
 
 
@@ -221,15 +221,15 @@ def test_grpo_role_on_the_lost_node_recovers_with_the_same_steps(two_node_cluste
     assert (ref_out / "export" / "model.safetensors").is_file() and (ref_out / "export" / "config.json").is_file()
     assert not list(ref_out.glob("export.from-*"))
 
+    worker = cluster.node_ids()["worker"]  # before the job: `ray list nodes` takes seconds, a step does not
     proc, out = _grpo(cluster, "grpo_node_loss", policy, "trainer.max_failures=1", "trainer.export=false")
     root = _storage(cluster) / "grpo_node_loss" / "checkpoints"
     deadline = time.time() + 300
     while not (root / "latest").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)  # the first commit (steps take about a second: older ones are pruned quickly)
-    before = json.loads((out / "placement.json").read_text())
-    worker = cluster.node_ids()["worker"]
     killed_at = max(_steps(out), default=0)
     cluster.kill_worker_node()
+    before = json.loads((out / "placement.json").read_text())
     try:
         rc, text = finish(proc)
     finally:
