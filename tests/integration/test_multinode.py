@@ -228,8 +228,8 @@ def test_grpo_role_on_the_lost_node_recovers_with_the_same_steps(two_node_cluste
     while not (root / "latest").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)  # the first commit (steps take about a second: older ones are pruned quickly)
     killed_at = max(_steps(out), default=0)
-    cluster.kill_worker_node()
     before = json.loads((out / "placement.json").read_text())
+    cluster.kill_worker_node()
     try:
         rc, text = finish(proc)
     finally:
