@@ -263,7 +263,7 @@ DATA_PREP = ["data.demo_num_docs=300", "data.partition_kb=128", "data.shuffle_pa
 
 def _markers(out: Path) -> dict[Path, int]:
     """The dedup shuffle's task markers (scatter and gather) with their modification times."""
-    return {p: p.stat().st_mtime_ns for p in (out / "work" / "dedup").glob("**/_markers/*")}
+    return {p: p.stat().st_mtime_ns for p in (out / "work" / "dedup").glob("**/_markers/**/*") if p.is_file()}
 
 
 def _digest(out: Path) -> str:
