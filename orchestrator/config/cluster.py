@@ -9,6 +9,10 @@ from orchestrator.config.base import Frozen
 from orchestrator.config.errors import require
 
 
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+"""URI schemes of ``cluster.storage_path`` that pyarrow's ``FileSystem.from_uri`` opens
+(:mod:`orchestrator.engine.storage`)."""
+
 PLACEMENTS = ("pack", "spread")
 """Values of ``cluster.placement`` (Ray placement strategies ``PACK`` / ``SPREAD``)."""
 
@@ -35,10 +39,13 @@ class ClusterConfig(Frozen):
     are soft: when the preferred nodes are full Ray uses any node with room. PPO/GRPO roles follow it
     when ``ppo.colocate=false``."""
     storage_path: Optional[str] = None
-    """Checkpoint storage that every node mounts at this path (NFS, EFS, CephFS, Lustre, a FUSE-mounted
-    bucket): committed checkpoints go to ``<storage_path>/<run_name>/checkpoints`` and resume and recovery
-    read them there, so ``output_dir`` may be a node's local disk. null = ``<output_dir>/checkpoints``
-    (then output_dir itself must be shared on multi-node clusters)."""
+    """Where committed checkpoints outlive the node that wrote them: ``<storage_path>/<run_name>/checkpoints``.
+    A path every node mounts (NFS, EFS, CephFS, Lustre, a FUSE-mounted bucket): the ranks write there. Or an
+    object-store URI through pyarrow's filesystems (``s3://bucket/prefix``, ``gs://``, ``abfs://``,
+    ``hdfs://``, ``file://``; training kinds only): the ranks write to a local mirror
+    (``<output_dir>/checkpoints`` on their node), one rank per node uploads, rank 0 writes the commit marker
+    last; resume and recovery download from it. Either way ``output_dir`` may be a node's local disk.
+    null = ``<output_dir>/checkpoints`` (then output_dir itself must be shared on multi-node clusters)."""
     dashboard: bool = False
     """Start Ray's dashboard (127.0.0.1, token auth) with the in-process local Ray (address=null). Off by
     default: its processes cost a local job several seconds of start-up and nothing in a job needs it;
@@ -51,8 +58,10 @@ class ClusterConfig(Frozen):
         require(self.cpus_per_worker >= 1, "cluster.cpus_per_worker", "must be >= 1", "set it to 1 or more")
         require(self.placement in PLACEMENTS, "cluster.placement", f"unknown placement {self.placement!r}",
                 f"use one of {', '.join(PLACEMENTS)}")
-        require(self.storage_path is None or "://" not in self.storage_path, "cluster.storage_path",
-                f"{self.storage_path!r} is a URI; checkpoints are written by every rank through a filesystem path",
-                "mount the bucket on every node (s3fs, gcsfuse, blobfuse) or use a shared filesystem path")
+        if self.storage_path is not None and "://" in self.storage_path:
+            scheme = self.storage_path.split("://", 1)[0]
+            require(scheme in STORAGE_SCHEMES, "cluster.storage_path", f"{self.storage_path!r}: pyarrow has no filesystem "
+                    f"for the scheme {scheme!r}", f"use one of {', '.join(s + '://' for s in STORAGE_SCHEMES)} or a path "
+                    "every node mounts")
         require(self.num_cpus is None or self.num_cpus >= 1, "cluster.num_cpus", "must be >= 1 or null",
                 "set cluster.num_cpus=null to use every core")

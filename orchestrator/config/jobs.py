@@ -3,8 +3,11 @@ extends one of these in its own module, ``orchestrator/kinds/<kind>.py``."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from orchestrator.config.base import Frozen
 from orchestrator.config.cluster import ClusterConfig
@@ -60,10 +63,30 @@ class TrainJobConfig(JobConfig):
 
 
 def checkpoint_root(cfg: JobConfig) -> Path:
-    """Where a run's committed checkpoints live: ``<cluster.storage_path>/<run_name>/checkpoints`` when a
-    storage path is set (a filesystem every node mounts; the output directory may then be node-local),
-    else ``<output_dir>/checkpoints``. Every rank writes its shards there, the commit marker last; resume
-    (a new job, or the worker group's restart after a node loss) reads from there."""
-    if cfg.cluster.storage_path:
+    """The directory the ranks write checkpoints into: ``<cluster.storage_path>/<run_name>/checkpoints``
+    when the storage path is a filesystem path (every node mounts it; the output directory may then be
+    node-local), else ``<output_dir>/checkpoints``. Every rank writes its shards there, the commit marker
+    last; resume (a new job, or the worker group's restart after a node loss) reads from there. With a URI
+    storage path this is the local mirror of this process's node (under ``$ORCHESTRATOR_LOCAL_DIR`` when
+    set, else ``<output_dir>/checkpoints``) and :func:`checkpoint_uri` the durable copy."""
+    if cfg.cluster.storage_path and "://" not in cfg.cluster.storage_path:
         return Path(cfg.cluster.storage_path) / cfg.run_name / "checkpoints"
+    uri = checkpoint_uri(cfg)
+    if uri and os.environ.get(LOCAL_DIR_ENV):  # the node's own disk, named by the store's URI (unique per run)
+        digest = hashlib.sha256(uri.encode()).hexdigest()[:10]
+        return Path(os.environ[LOCAL_DIR_ENV]) / "checkpoints" / f"{cfg.run_name}-{digest}"
     return Path(cfg.output_dir) / "checkpoints"
+
+
+LOCAL_DIR_ENV = "ORCHESTRATOR_LOCAL_DIR"
+"""A node's own scratch directory (set by ``cluster/local/start.sh`` / ``join.sh`` for every Ray worker of
+the node): the local checkpoint mirror of URI storage goes there when it is set."""
+
+
+def checkpoint_uri(cfg: JobConfig) -> Optional[str]:
+    """``<cluster.storage_path>/<run_name>/checkpoints`` when the storage path is an object-store URI
+    (:mod:`orchestrator.engine.storage`), else None."""
+    sp = cfg.cluster.storage_path
+    if sp and "://" in sp:
+        return f"{sp.rstrip('/')}/{cfg.run_name}/checkpoints"
+    return None

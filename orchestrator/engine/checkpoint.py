@@ -101,26 +101,58 @@ class CheckpointManager:
     """Saves and loads committed checkpoints of one run (every rank constructs one; all call save/load).
 
     Args:
-        root: ``<output_dir>/checkpoints`` (a filesystem shared by all ranks).
+        root: the checkpoint root (``checkpoint_root(cfg)``: a filesystem shared by all ranks, or with
+            ``remote`` this node's local mirror).
         keep: newest committed checkpoints to keep (``trainer.keep_checkpoints``).
         rank: this process's global rank.
         world_size: number of ranks.
+        remote: ``checkpoint_uri(cfg)`` when ``cluster.storage_path`` is an object-store URI: one rank per
+            node uploads its node's files there, rank 0 commits there (:mod:`orchestrator.engine.storage`).
+        local_rank: this process's rank on its node (local rank 0 uploads and downloads for the node).
     """
 
-    def __init__(self, root: str | Path, keep: int, rank: int, world_size: int) -> None:
+    def __init__(self, root: str | Path, keep: int, rank: int, world_size: int, remote: Optional[str] = None,
+                 local_rank: int = 0) -> None:
         self.root = Path(root)
         self.keep = keep
         self.rank = rank
         self.world_size = world_size
+        self.local_rank = local_rank
+        self.remote = None
+        if remote:
+            from orchestrator.engine.storage import RemoteCheckpoints
+
+            self.remote = RemoteCheckpoints(remote)
+        """With ``cluster.storage_path`` a URI: the store (``root`` is then this node's local mirror)."""
+
+    def by_node(self, work: Any) -> None:
+        """Collective: ``work()`` on one rank per node (local rank 0), one node after the other (two nodes
+        that see the same directory, e.g. nodes of one machine, never write the same files at once)."""
+        for r in range(self.world_size):
+            if r == self.rank and self.local_rank == 0:
+                work()
+            barrier()
+
+    def fetch(self, ckpt_dir: Optional[str]) -> Optional[str]:
+        """Collective: with a store, a checkpoint of this run (``<uri>/<tag>`` or a path in this node's
+        mirror) is downloaded by every node into its local mirror unless it has it committed there already;
+        returns the local directory to load (``ckpt_dir`` itself otherwise)."""
+        if self.remote is None or not ckpt_dir:
+            return ckpt_dir
+        if ckpt_dir.startswith(self.remote.uri + "/"):
+            ckpt_dir = str(self.root / ckpt_dir[len(self.remote.uri) + 1:])
+        if Path(ckpt_dir).parent == self.root:
+            self.by_node(lambda: self.remote.download(Path(ckpt_dir).name, self.root))
+        return ckpt_dir
 
     def save(self, engine: Any, tag: str, trainer_state: dict[str, Any]) -> Path:
         """Collective: write the engine's checkpoint, RNG states and ``trainer_state`` under ``tag``,
         then commit it, move ``latest`` and prune. Returns the committed directory."""
         path = self.root / tag
-        if self.rank == 0:
+        if self.rank == 0 or (self.remote is not None and self.local_rank == 0):  # a node-local mirror: each node
             self.root.mkdir(parents=True, exist_ok=True)
             if path.exists():  # leftover of a crash while writing this tag: never mix old and new files
-                shutil.rmtree(path)
+                shutil.rmtree(path, ignore_errors=self.remote is not None)
         barrier()
         engine.save_checkpoint(str(self.root), tag=tag, save_latest=False)
         (path / "rng").mkdir(parents=True, exist_ok=True)
@@ -128,9 +160,17 @@ class CheckpointManager:
         if self.rank == 0:
             atomic_write_text(path / STATE_FILE, json.dumps(trainer_state, indent=1, sort_keys=True))
         barrier()  # every rank's shards are on disk before the commit marker exists
+        if self.remote is not None:  # every node's files on the store before its commit marker exists
+            self.by_node(lambda: self.remote.upload(path))
         if self.rank == 0:
+            if self.remote is not None:
+                self.remote.commit(tag)
             self._commit(path)
+            if self.remote is not None:
+                self.remote.prune(self.keep, current=tag)
         barrier()
+        if self.remote is not None:  # the other nodes' mirrors: the store holds their files now
+            self.by_node(lambda: self.rank == 0 or self.prune(current=path))
         return path
 
     def _commit(self, path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from orchestrator.config.errors import ConfigError
 from orchestrator.config.load import compose, to_typed
-from orchestrator.config.jobs import checkpoint_root
+from orchestrator.config.jobs import checkpoint_root, checkpoint_uri
 from orchestrator.config.plan import make_train_plan
 from orchestrator.config.validate import check_train_batch, validate_common
 from orchestrator.kinds.registry import KindSpec, get, names
@@ -62,7 +62,7 @@ def plan(cfg: Any) -> dict[str, Any]:
         return spec.plan(cfg)
     if not spec.worker_group:
         return {}
-    return {**make_train_plan(cfg).as_dict(), "checkpoints": str(checkpoint_root(cfg))}
+    return {**make_train_plan(cfg).as_dict(), "checkpoints": checkpoint_uri(cfg) or str(checkpoint_root(cfg))}
 
 
 def run(cfg: Any) -> Mapping[str, Any]:

@@ -25,7 +25,7 @@ from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import GRPOOptions, RewardConfig
 from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
 from orchestrator.kinds.registry import KindSpec, model_output
-from orchestrator.rlhf.placement import check_placement
+from orchestrator.rlhf.placement import check_placement, check_storage
 from orchestrator.rlhf.plan import grpo_plan, grpo_roles
 from orchestrator.rlhf.rewards import check_reward_functions
 
@@ -47,6 +47,7 @@ def check(cfg: GRPOConfig) -> None:
     """GRPO-specific checks (the generic ones ran before)."""
     p = cfg.grpo
     check_placement(p.colocate, cfg.cluster.placement, "grpo")
+    check_storage(cfg.cluster.storage_path, "grpo")
     if cfg.parallel.zero_stage == 3:
         raise ConfigError("parallel.zero_stage", "the actor generates with the HF model, which needs whole (not "
                           "ZeRO-3 partitioned) weights", "use parallel=zero0, zero1 or zero2 for grpo")

@@ -23,7 +23,7 @@ from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import PPOOptions, RewardFunctionsConfig
 from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
 from orchestrator.kinds.registry import KindSpec, model_output
-from orchestrator.rlhf.placement import ROLES, check_placement
+from orchestrator.rlhf.placement import ROLES, check_placement, check_storage
 from orchestrator.rlhf.plan import ppo_plan
 from orchestrator.rlhf.rewards import check_reward_functions
 
@@ -55,6 +55,7 @@ def check(cfg: PPOConfig) -> None:
                               "pick a minibatch size divisible by micro_batch_size times the role size")
     check_rollout(cfg, [getattr(cfg.ppo, r) for r in ROLES])
     check_placement(p.colocate, cfg.cluster.placement, "ppo")
+    check_storage(cfg.cluster.storage_path, "ppo")
     if cfg.model.seq_len <= p.max_new_tokens:
         raise ConfigError("ppo.max_new_tokens", f"{p.max_new_tokens} leaves no room for the prompt in "
                           f"model.seq_len={cfg.model.seq_len}", "lower ppo.max_new_tokens or raise model.seq_len")

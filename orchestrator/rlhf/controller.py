@@ -115,7 +115,20 @@ class RoleController:
                                           share_hosts=share)
         self.groups.update(self.start_extra_groups())
         ray.get([f for g in self.groups.values() for f in g.ready()])  # every role starts in parallel
+        self.record_placement()
         self.on_roles_started()
+
+    def record_placement(self) -> None:
+        """``placement.json``: the node of every role rank (rewritten when a recovery restarts the roles),
+        so a multi-node run shows which roles share a node and where they went after a node loss."""
+        import json
+
+        from orchestrator.core.files import atomic_write_text
+
+        where = [{"role": name, "rank": r, "node_id": h.node_id} for name, g in self.groups.items()
+                 for r, h in enumerate(g.hosts)]
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "placement.json", json.dumps(where, indent=1))
 
     def stop_roles(self, healthy: bool = False) -> None:
         """End the roles and release their placement group. ``healthy`` (the job finished normally): their
@@ -193,10 +206,23 @@ class RoleController:
                 self._recover()
         return {"steps": self.step, "failures_recovered": recoveries, "last_metrics": last}
 
-    def _recover(self) -> None:
-        self.stop_roles()
-        self.reset_state()
-        self.start_roles()
+    def _recover(self, attempts: int = 5) -> None:
+        """Fresh roles from the last committed checkpoint. A start that loses a role again (its node died
+        after the placement was granted, before Ray noticed the loss) is retried after a pause: such
+        retries wait for capacity and do not count as failures."""
+        import ray
+
+        for attempt in range(1, attempts + 1):
+            self.stop_roles()
+            self.reset_state()
+            try:
+                self.start_roles()
+                break
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("a %s role was lost while the roles restarted (%s); starting them again", self.cfg.kind, exc)
+                time.sleep(min(30.0, 2.0 * attempt))
         ckpt = find_resume_checkpoint(self.ckpt_root, "auto")
         if ckpt is not None:
             self.load_state_dict(load_ppo_state(ckpt, self._trained()))
@@ -232,8 +258,16 @@ class RoleController:
 
         from orchestrator.core.files import copy_tokenizer
 
+        from orchestrator.runtime.worker_group import driver_node, unpack_dir
+
         out_dir.mkdir(parents=True, exist_ok=True)
-        ray.get(self.groups["actor"].workers[0].export.remote(str(out_dir)))
+        host = self.groups["actor"].hosts[0]
+        if host.node_id == driver_node():
+            ray.get(self.groups["actor"].workers[0].export.remote(str(out_dir)))
+        else:  # the actor's node may not share the driver's disk: export there, then bring the files here
+            remote = f"{out_dir}.from-{host.node_id[:12]}"
+            ray.get(self.groups["actor"].workers[0].export.remote(remote))
+            unpack_dir(ray.get(host.actor.pack_dir.remote(remote, remove=True)), out_dir)
         copy_tokenizer(self.tokenizer_dir, out_dir)
         return out_dir
 

@@ -151,6 +151,16 @@ def check_placement(colocate: bool, placement: str, kind: str) -> None:
                           "one node", f"set {kind}.colocate=false to spread the roles, or cluster.placement=pack")
 
 
+def check_storage(storage_path: str | None, kind: str) -> None:
+    """Refuse an object-store ``cluster.storage_path`` for the RL kinds: their roles save and load checkpoints
+    through a filesystem path (upload/download from a URI is implemented for the training kinds only)."""
+    from orchestrator.config.errors import ConfigError
+
+    if storage_path and "://" in storage_path:
+        raise ConfigError("cluster.storage_path", f"{kind} roles write checkpoints through a filesystem path, not "
+                          f"the URI {storage_path!r}", "use a path every node mounts (NFS, a FUSE-mounted bucket)")
+
+
 def pg_strategy(colocate: bool, placement: str) -> str:
     """Ray strategy of the roles' placement group: ``STRICT_PACK`` (one node) when colocated, else
     ``cluster.placement`` (``PACK`` / ``SPREAD``)."""

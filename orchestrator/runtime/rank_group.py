@@ -8,8 +8,8 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
-from orchestrator.runtime.worker_group import (GroupSpec, Host, RankContext, WorkerGroupError, borrow, give_back,
-                                               kill_hosts, prewarm)
+from orchestrator.runtime.worker_group import (GroupSpec, Host, RankContext, WorkerGroupError, borrow, driver_node,
+                                               give_back, kill_hosts, prewarm)
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,24 @@ def _wait(pg: Any, spec: GroupSpec, every_s: float = 30.0) -> None:
 
 def _wire(hosts: list[Host]) -> tuple[list[Host], list[RankContext], str, list[Optional[str]]]:
     """Number the ranks node by node (a node holds consecutive ranks, so a model-parallel group stays inside
-    a node when a node holds a multiple of it) and pick the master (loopback unless ranks span nodes)."""
+    a node when a node holds a multiple of it) and pick the master (loopback unless ranks span nodes).
+
+    Rank 0 goes on the driver's node whenever a bundle was granted there: rank 0 writes the job's output
+    directory (step records the driver follows, eval.json, placement.json, the export the driver registers),
+    and on a multi-node cluster without a shared workspace only the driver's node has that directory."""
     import ray
 
     infos = ray.get([h.actor.info.remote() for h in hosts])
     for h, info in zip(hosts, infos):
         h.pid, h.ip = info["pid"], info["ip"]
     node_order = list(dict.fromkeys(h.node_id for h in hosts))  # the first bundle's node first
+    driver = driver_node()
+    if driver in node_order:
+        node_order.remove(driver)
+        node_order.insert(0, driver)
+    elif driver is not None:
+        log.warning("worker group: no rank runs on the driver's node %s; rank 0 (node %s) writes the output "
+                    "directory on its own disk (use a shared workspace)", driver[:12], node_order[0][:12])
     hosts = sorted(hosts, key=lambda h: node_order.index(h.node_id))  # stable: bundle order inside a node
     contexts, devices = [], []
     for rank, h in enumerate(hosts):

@@ -107,6 +107,20 @@ class WorkerHost:
             s.bind(("", 0))
             return s.getsockname()[1]
 
+    def pack_dir(self, path: str, remove: bool = False) -> bytes:
+        """A directory this host wrote, as tar bytes: brings a file output (a role's export) from this node to
+        the driver's, when they differ and do not share a disk. ``remove``: delete it here afterwards."""
+        import io
+        import shutil
+        import tarfile
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(path, arcname=".")
+        if remove:
+            shutil.rmtree(path, ignore_errors=True)
+        return buf.getvalue()
+
     def _ready(self, devices: Optional[str]) -> None:
         if devices is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = devices  # every GPU of this node's ranks (NCCL P2P)
@@ -215,6 +229,26 @@ def _idle() -> list[Host]:
     return _POOL["idle"]
 
 
+def driver_node() -> Optional[str]:
+    """The node id of this (driver) process; None when Ray cannot tell (a Ray Client driver)."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - e.g. Ray Client mode
+        return None
+
+
+def unpack_dir(data: bytes, path: str | os.PathLike) -> None:
+    """Write the tar bytes of :meth:`WorkerHost.pack_dir` into ``path`` (on this node)."""
+    import io
+    import tarfile
+
+    os.makedirs(path, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(path, filter="data")
+
+
 def forget() -> None:
     """Drop the pool without killing (its Ray session is about to end and takes the hosts along)."""
     _POOL["idle"], _POOL["session"] = [], None
@@ -287,6 +321,7 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
     else:
         places = _probe(pg, bundles, indices)
     idle, hosts = _idle(), []
+    idle[:] = [h for h in idle if h.node_id in alive]  # hosts of a lost node went with it (a rejoined node has a new id)
     cls = ray.remote(WorkerHost)
     for node, devices in places:
         match = next((h for h in idle if h.node_id == node and h.env == key and h.devices == devices), None)

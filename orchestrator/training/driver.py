@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from orchestrator.config.jobs import TrainJobConfig, checkpoint_root
+from orchestrator.config.jobs import TrainJobConfig, checkpoint_root, checkpoint_uri
 from orchestrator.config.plan import make_train_plan
 from orchestrator.core.console import StepProgress, say
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
@@ -122,6 +122,11 @@ def _import_in_background(*modules: str) -> None:
 def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     """Driver-side inputs, before Ray: resume decision, upstream models, dataset, tokenizer, plan."""
     out = Path(cfg.output_dir)
+    uri = checkpoint_uri(cfg)
+    if uri:  # URI storage: the store's newest committed checkpoint into this node's mirror, then as usual
+        from orchestrator.engine.storage import RemoteCheckpoints
+
+        RemoteCheckpoints(uri).download_latest(checkpoint_root(cfg))
     resume_dir = resolve_resume(cfg, checkpoint_root(cfg))
     model_dir = resolve_model(cfg.model.pretrained, cfg, "model.pretrained")
     upstream_uris = {key: _config_value(cfg, key) for key in task.upstream_keys}
@@ -160,7 +165,7 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
                             "plan.placement": plan.placement["strategy"]})
     args = WorkerArgs(cfg=cfg, plan=plan, task=task, dataset_dir=str(data), model_dir=p["model_dir"],
                       tokenizer_dir=p["tok_dir"], upstream=p["upstream"],
-                      resume_dir=str(resume_dir) if resume_dir else None, run_id=tracker.run_id,
+                      resume_dir=_for_workers(cfg, resume_dir), run_id=tracker.run_id,
                       extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
                                    "schedule": schedule_fingerprint(cfg), "mlflow_run_id": tracker.run_id,
                                    "dataset_dir": str(data)},
@@ -174,6 +179,17 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
         (checkpoint_root(cfg) / f".started_{args.attempt_id}").unlink(missing_ok=True)
     with phases.phase("register"):
         return tracker.register_model(export_dir, cfg.run_name, p["tags"]) if export_dir else None
+
+
+def _for_workers(cfg: TrainJobConfig, resume_dir: Optional[Path]) -> Optional[str]:
+    """The resume choice as the ranks can read it: with URI storage a checkpoint of the driver's local mirror
+    is named by its URI on the store (every node has its own mirror; the ranks download from the store)."""
+    if resume_dir is None:
+        return None
+    uri = checkpoint_uri(cfg)
+    if uri and Path(resume_dir).parent == checkpoint_root(cfg):
+        return f"{uri}/{Path(resume_dir).name}"
+    return str(resume_dir)
 
 
 def _startup_metrics(out: Path, phases: Phases) -> dict[str, float]:
@@ -214,6 +230,12 @@ def _result(cfg: Any, out: Path, run_id: Optional[str], export_dir: Optional[str
     steps = read_steps(str(out))
     eval_metrics = json.loads((out / EVAL_FILE).read_text()) if (out / EVAL_FILE).exists() else {}
     ckpt = latest_committed(checkpoint_root(cfg))
+    uri = checkpoint_uri(cfg)
+    if uri:  # the durable copy is the store's (this node's mirror may not hold the last commit)
+        from orchestrator.engine.storage import RemoteCheckpoints
+
+        tag = RemoteCheckpoints(uri).latest()
+        ckpt = f"{uri}/{tag}" if tag else None
     tps = [s["tokens_per_s"] for k, s in steps.items() if k > 1 and "tokens_per_s" in s]
     if steps:
         last = max(steps)

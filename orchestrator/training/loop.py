@@ -154,7 +154,8 @@ def memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def select_resume(driver_choice: Optional[str], checkpoint_root: str | Path, attempt_id: str, rank: int) -> Optional[str]:
+def select_resume(driver_choice: Optional[str], checkpoint_root: str | Path, attempt_id: str, rank: int,
+                  remote: Any = None) -> Optional[str]:
     """Collective: the checkpoint this worker group starts from.
 
     The first start of a job uses the driver's choice (``resume=auto|never|<path>``). A restart of the
@@ -165,16 +166,31 @@ def select_resume(driver_choice: Optional[str], checkpoint_root: str | Path, att
     from orchestrator.engine.checkpoint import latest_committed
 
     marker = Path(checkpoint_root) / f".started_{attempt_id}"
-    restart = marker.exists()
-    barrier()
+    restart = _from_rank0(marker.exists())  # rank 0 decides: a node-local root (URI storage) may lack the marker
     if rank == 0 and not restart:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text("started\n")
-    barrier()
+    choice = driver_choice
     if restart:
-        newest = latest_committed(Path(checkpoint_root))
-        return str(newest) if newest else driver_choice
-    return driver_choice
+        if remote is not None:  # the store knows the newest commit; this node's mirror may not
+            tag = _from_rank0(remote.latest() if rank == 0 else None)
+            newest = Path(checkpoint_root) / tag if tag else None
+        else:
+            newest = latest_committed(Path(checkpoint_root))
+        choice = str(newest) if newest else driver_choice
+    barrier()
+    return choice
+
+
+def _from_rank0(value: Any) -> Any:
+    """Collective: rank 0's ``value`` on every rank (itself in a single process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def backfill(sink: MetricsSink, steplog: StepLog, upto_step: int, log_every: int = 1) -> None:

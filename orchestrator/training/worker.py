@@ -113,7 +113,7 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
         setup_accelerator_env(cfg.cluster.use_gpu)
         import torch
 
-        from orchestrator.config.jobs import checkpoint_root
+        from orchestrator.config.jobs import checkpoint_root, checkpoint_uri
         from orchestrator.engine.checkpoint import CheckpointManager
         from orchestrator.models.build import count_params
         from orchestrator.training.loop import LoopSpec, restore, select_resume, train_loop
@@ -137,10 +137,12 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
     def eval_fn() -> dict[str, float]:
         return task.evaluate(engine, held_out, objective, source)
 
-    ckpts = CheckpointManager(checkpoint_root(cfg), cfg.trainer.keep_checkpoints, rank, world)
+    ckpts = CheckpointManager(checkpoint_root(cfg), cfg.trainer.keep_checkpoints, rank, world,
+                              remote=checkpoint_uri(cfg), local_rank=reporter.local_rank)
     # Our own ``latest`` decides on a restart inside the job (Ray may still name an older checkpoint).
     with phases.phase("restore"):
-        resume_dir = select_resume(args.resume_dir, ckpts.root, args.attempt_id, rank)
+        resume_dir = select_resume(args.resume_dir, ckpts.root, args.attempt_id, rank, ckpts.remote)
+        resume_dir = ckpts.fetch(resume_dir)  # URI storage: every node downloads it into its local mirror
         state = restore(engine, source, ckpts, resume_dir) if resume_dir else None
     if resume_dir and rank == 0:
         log.warning("resumed from %s at step %d", resume_dir, state.step)

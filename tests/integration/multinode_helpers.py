@@ -19,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,21 +41,42 @@ class TwoNodeCluster:
     worker_env: dict[str, str]
     """Environment ``join.sh`` ran with (to rejoin the worker node after it was killed)."""
 
-    def run(self, *overrides: str, timeout: float = 400) -> subprocess.Popen:
-        """``orchestrator run pretrain <overrides>`` against this cluster, started in the background."""
-        cmd = [sys.executable, "-m", "orchestrator.cli", "run", "pretrain", f"cluster.address={self.gcs}",
-               "cluster.num_workers=2", "tracking=server", f"tracking.uri={self.mlflow_uri}", *overrides]
-        return subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def run(self, *overrides: str, kind: str = "pretrain") -> subprocess.Popen:
+        """``orchestrator run <kind> <overrides>`` against this cluster (a driver on the head's machine, as
+        a user runs it there), started in the background; training kinds get 2 ranks."""
+        ranks = ["cluster.num_workers=2"] if kind in ("pretrain", "sft", "dpo", "reward_model") else []
+        cmd = [sys.executable, "-m", "orchestrator.cli", "run", kind, f"cluster.address={self.gcs}", *ranks,
+               "tracking=server", f"tracking.uri={self.mlflow_uri}", *overrides]
+        # output to a file, not a pipe: a test polling the job's files meanwhile must not block it on a full pipe
+        log = tempfile.NamedTemporaryFile("w+", prefix=f"{kind}-", suffix=".log", delete=False)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        log.close()
+        return proc
+
+    def node_ids(self) -> dict[str, str]:
+        """``node_group`` label -> node id of the alive nodes."""
+        return {n.get("labels", {}).get("node_group", ""): n["node_id"] for n in self.alive_nodes()}
+
+    def wait_for_nodes(self, n: int = 2, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while len(self.alive_nodes()) < n and time.time() < deadline:
+            time.sleep(1)
 
     def kill_worker_node(self) -> None:
         """A node crash: SIGKILL to the worker node's whole process session (raylet, agents, its workers)."""
         pid = int((self.worker_dir / "ray.pid").read_text())
         out = subprocess.run(["ps", "-o", "pid=", "-s", str(pid)], capture_output=True, text=True).stdout.split()
-        for p in [pid, *map(int, out)]:
+        pids = [pid, *map(int, out)]
+        for p in pids:
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        deadline = time.time() + 30  # dead once gone or a zombie (this machine's init may reap them late)
+        while any(_running(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.2)
+        (self.worker_dir / "ray.pid").unlink(missing_ok=True)  # join.sh would take a zombie for a running node
 
     def join_worker(self) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(REPO / "cluster/local/join.sh")], env=self.worker_env, capture_output=True,
@@ -68,12 +90,23 @@ class TwoNodeCluster:
         return json.loads(r.stdout) if r.returncode == 0 else []
 
 
-def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
+def _running(pid: int) -> bool:
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
+    """Wait for a job of :meth:`TwoNodeCluster.run`; (exit code, its output)."""
+    try:
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
+        proc.wait()
+    path = Path(proc.log_path)  # type: ignore[attr-defined]
+    out = path.read_text(errors="replace")
+    path.unlink(missing_ok=True)
     return proc.returncode, out
 
 
@@ -95,9 +128,7 @@ def two_node_cluster(tmp_path_factory):
                    RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{ports['dash']}")
         cluster = TwoNodeCluster(head_dir=root / "head", worker_dir=root / "worker", gcs=gcs,
                                  mlflow_uri=f"http://127.0.0.1:{ports['mlflow']}", env=env, worker_env=worker_env)
-        deadline = time.time() + 60
-        while len(cluster.alive_nodes()) < 2 and time.time() < deadline:
-            time.sleep(1)
+        cluster.wait_for_nodes(2)
         yield cluster
     finally:
         stop_node(worker_env)

@@ -1,16 +1,21 @@
 """Two real Ray nodes on one machine (``two_node_cluster``): placement, checkpoints on ``cluster.storage_path``
-with node-local output directories, and the loss of a node in the middle of a run.
+(a path standing for NFS, or an object-store URI) with node-local output directories, exports on the
+tracking server, and the loss of a node in the middle of a pretrain and a GRPO run.
 
-Jobs run as a user runs them against a cluster: ``orchestrator run pretrain cluster.address=<head GCS>`` in a
-subprocess on the head's machine. Each job's workspace is the head's scratch directory (node-local); the
-checkpoints go to ``<root>/shared`` (``cluster.storage_path``, standing for NFS). Jobs, in order:
-* ``spread``: 10 uninterrupted steps, ``cluster.placement=spread`` (the reference for the others);
-* ``packed``: ``pack``, rank 1 dies at step 5 (``max_failures=0``: the job fails after committing step 4);
-  its output directory is then deleted (a node that lost its disk) and the job is rerun: it resumes from
-  the storage path and the same MLflow run;
-* ``node_loss``: ``spread`` with ``max_failures=1``; the worker node is SIGKILLed (raylet, agents, its
-  workers) once step 2 is committed; Ray Train restarts the group on the head's remaining 2 CPUs, resumes
-  from the newest committed checkpoint and finishes. The node then rejoins.
+Jobs run as a user runs them against a cluster: ``orchestrator run <kind> cluster.address=<head GCS>`` in a
+subprocess on the head's machine (the driver's node). Each job's workspace is the head's scratch directory
+(node-local). Jobs, in order:
+* ``spread``: 10 uninterrupted steps, ``cluster.placement=spread``, checkpoints to ``file://<root>/bucket``
+  (pyarrow's filesystem, as ``s3://`` would be), an export registered on the MLflow server (the reference
+  for the others; its export is the GRPO policy);
+* ``packed``: ``pack``, same URI, rank 1 dies at step 5 (``max_failures=0``: the job fails after committing
+  step 4); its output directory is then deleted (a node that lost its disk, checkpoint mirror included) and
+  the job is rerun: it resumes from the store and the same MLflow run;
+* ``node_loss``: ``spread``, checkpoints to ``<root>/shared`` (a path), ``max_failures=1``; the worker node is
+  SIGKILLed (raylet, agents, its workers) once step 2 is committed; the worker group restarts on the head's
+  remaining 2 CPUs, resumes from the newest committed checkpoint and finishes. The node then rejoins;
+* ``grpo_ref`` / ``grpo_node_loss``: GRPO roles spread over both nodes; the worker node dies once step 1 is
+  committed; the roles restart on the head and the run ends with the reference run's per-step metrics.
 """
 
 from __future__ import annotations
@@ -29,17 +34,25 @@ pytestmark = pytest.mark.slow
 
 STEPS = 10
 TINY = [f"trainer.max_steps={STEPS}", "trainer.save_every=2", "trainer.global_batch_size=8", "trainer.eval_batches=2",
-        "optim.warmup_steps=2", "trainer.export=false"]
+        "optim.warmup_steps=2"]
 
 
-def _job(cluster, name: str, *extra: str):
+def _job(cluster, name: str, *extra: str, export: bool = False, uri: bool = False):
     ws = cluster.head_dir / "scratch" / "ws"
-    return cluster.run(f"workspace={ws}", f"run_name={name}", f"cluster.storage_path={_storage(cluster)}", *TINY,
-                       *extra), ws / name
+    storage = _bucket(cluster).as_uri() if uri else _storage(cluster)
+    return cluster.run(f"workspace={ws}", f"run_name={name}", f"cluster.storage_path={storage}", *TINY,
+                       f"trainer.export={str(export).lower()}", *extra), ws / name
 
 
 def _storage(cluster) -> Path:
+    """A directory standing for NFS (``cluster.storage_path`` as a path)."""
     return cluster.head_dir.parent / "shared"
+
+
+def _bucket(cluster) -> Path:
+    """Where the ``file://`` object-store URI points (pyarrow's LocalFileSystem through
+    ``FileSystem.from_uri``, the code path of ``s3://`` and ``gs://`` without a network)."""
+    return cluster.head_dir.parent / "bucket"
 
 
 def _losses(out: Path) -> dict[int, float]:
@@ -62,7 +75,7 @@ def _mlflow_steps(cluster, run_id: str, key: str = "loss") -> list[int]:
 
 @pytest.fixture(scope="module")
 def spread(two_node_cluster):
-    proc, out = _job(two_node_cluster, "spread", "cluster.placement=spread")
+    proc, out = _job(two_node_cluster, "spread", "cluster.placement=spread", export=True, uri=True)
     rc, text = finish(proc)
     assert rc == 0, text[-4000:]
     return out, text
@@ -78,31 +91,71 @@ def test_spread_puts_the_ranks_on_different_nodes(two_node_cluster, spread):
     placement = json.loads((out / "placement.json").read_text())
     assert [p["rank"] for p in placement] == [0, 1]
     assert len({p["node_id"] for p in placement}) == 2
+    # rank 0 (it writes the output directory and the export) runs on the driver's node, the head
+    assert placement[0]["node_id"] == two_node_cluster.node_ids()["head"]
     assert {p["local_dir"] for p in placement} == {str(two_node_cluster.head_dir / "scratch"),
                                                    str(two_node_cluster.worker_dir / "scratch")}
 
 
-def test_checkpoints_live_on_the_storage_path_not_the_output_dir(two_node_cluster, spread):
-    out, _ = spread
-    root = _storage(two_node_cluster) / "spread" / "checkpoints"
-    assert (root / "latest").read_text().strip() == f"step_{STEPS:08d}"
-    assert (root / f"step_{STEPS:08d}" / "COMMITTED").is_file()
-    assert not (out / "checkpoints").exists()
+def test_checkpoints_are_committed_on_the_object_store_from_both_nodes(two_node_cluster, spread):
+    out, text = spread
+    root = _bucket(two_node_cluster) / "spread" / "checkpoints"
+    tag = f"step_{STEPS:08d}"
+    assert (root / "latest").read_text().strip() == tag
+    assert (root / tag / "COMMITTED").is_file()
+    # each node wrote its ranks' files into its own mirror (its scratch dir) and uploaded them: rank 1's
+    # RNG state exists only in the worker node's mirror, so it reached the store from there
+    head, worker = (_mirror(d, "spread") for d in (two_node_cluster.head_dir, two_node_cluster.worker_dir))
+    assert (head / tag / "rng" / "rank_0.json").is_file() and not (head / tag / "rng" / "rank_1.json").exists()
+    assert (worker / tag / "rng" / "rank_1.json").is_file() and not (worker / tag / "rng" / "rank_0.json").exists()
+    assert {p.name for p in (root / tag / "rng").iterdir()} == {"rank_0.json", "rank_1.json"}
+    assert (root / tag / "mp_rank_00_model_states.pt").stat().st_size == (head / tag / "mp_rank_00_model_states.pt").stat().st_size
+    files = [p for p in (root / tag).rglob("*") if p.is_file()]
+    marker = (root / tag / "COMMITTED").stat().st_mtime_ns
+    assert all(p.stat().st_mtime_ns <= marker for p in files)  # the commit marker was written last
+    assert sorted(p.name for p in root.iterdir()) == ["latest", f"step_{STEPS - 2:08d}", tag]  # keep_checkpoints=2
+    assert sorted(p.name for p in worker.iterdir()) == [tag]  # a non-zero node's mirror keeps only the newest
+    assert f"checkpoint {root.as_uri()}/{tag}" in text
 
 
-def test_pack_then_resume_from_storage_after_the_output_dir_is_lost(two_node_cluster, spread):
+def _mirror(node_dir: Path, run: str) -> Path:
+    """A node's local checkpoint mirror of a run with URI storage (under its ``ORCHESTRATOR_LOCAL_DIR``)."""
+    found = list((node_dir / "scratch" / "checkpoints").glob(f"{run}-*"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_export_reaches_the_tracking_server(two_node_cluster, spread):
+    """The export is uploaded to the MLflow server (proxied artifacts, stored under the head's
+    ``mlartifacts``) and registered from there, not left on a worker's disk."""
+    from mlflow import MlflowClient
+
+    out, text = spread
+    run_id = _run_id(text)
+    client = MlflowClient(two_node_cluster.mlflow_uri)
+    files = {Path(a.path).name for a in client.list_artifacts(run_id, "model")}
+    assert {"config.json", "model.safetensors"} <= files, files
+    version = client.get_model_version("spread", "1")
+    assert version.run_id == run_id
+    stored = list((two_node_cluster.head_dir / "mlartifacts").rglob("model.safetensors"))
+    assert stored and stored[0].stat().st_size == (out / "export" / "model.safetensors").stat().st_size
+
+
+def test_pack_then_resume_from_the_object_store_after_the_output_dir_is_lost(two_node_cluster, spread):
     ref = _losses(spread[0])
-    proc, out = _job(two_node_cluster, "packed", "trainer.fail_at_step=5", "trainer.max_failures=0")
+    proc, out = _job(two_node_cluster, "packed", "trainer.fail_at_step=5", "trainer.max_failures=0", uri=True)
     rc, text = finish(proc)
     assert rc != 0, text[-3000:]
     placement = json.loads((out / "placement.json").read_text())
     assert len({p["node_id"] for p in placement}) == 1  # pack: both ranks on one node
-    root = _storage(two_node_cluster) / "packed" / "checkpoints"
+    root = _bucket(two_node_cluster) / "packed" / "checkpoints"
     assert (root / "latest").read_text().strip() == "step_00000004"
     first_run = json.loads((out / "tracking.json").read_text())["run_id"]
-    shutil.rmtree(out)  # the node-local output directory is gone; only the storage path remains
+    shutil.rmtree(out)  # the node-local output directory and checkpoint mirrors are gone; the store remains
+    for mirror in two_node_cluster.head_dir.parent.glob("*/scratch/checkpoints/packed-*"):
+        shutil.rmtree(mirror)
 
-    proc, out = _job(two_node_cluster, "packed")
+    proc, out = _job(two_node_cluster, "packed", uri=True)
     rc, text = finish(proc)
     assert rc == 0, text[-4000:]
     resumed = _losses(out)
@@ -121,8 +174,8 @@ def test_node_loss_mid_run_recovers_on_the_remaining_node(two_node_cluster, spre
     while not (root / "step_00000002" / "COMMITTED").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     placement = json.loads((out / "placement.json").read_text())
-    cluster.kill_worker_node()
     killed_at = max(_losses(out))
+    cluster.kill_worker_node()
     try:
         rc, text = finish(proc)
     finally:
@@ -134,4 +187,138 @@ def test_node_loss_mid_run_recovers_on_the_remaining_node(two_node_cluster, spre
     assert len({p["node_id"] for p in after}) == 1 and after != placement  # the restart: the head alone
     assert killed_at < STEPS, "the node was killed after the run had finished"
     assert _losses(out) == ref  # every step, recomputed ones included, equals the uninterrupted run's
+    assert (root / "latest").read_text().strip() == f"step_{STEPS:08d}" and not (out / "checkpoints").exists()
     assert _mlflow_steps(cluster, _run_id(text)) == list(range(1, STEPS + 1))
+
+
+GRPO_STEPS = 6
+GRPO = [f"trainer.max_steps={GRPO_STEPS}", "trainer.save_every=1", "trainer.lr=2e-3", "grpo.rollout_batch_size=8",
+        "grpo.group_size=8", "grpo.minibatch_size=32", "parallel.micro_batch_size=16", "grpo.num_eval_prompts=0",
+        "grpo.colocate=false", "cluster.placement=spread"]
+
+
+def _grpo(cluster, name: str, policy: Path, *extra: str):
+    ws = cluster.head_dir / "scratch" / "ws"
+    return cluster.run(f"workspace={ws}", f"run_name={name}", f"cluster.storage_path={_storage(cluster)}",
+                       f"model.pretrained={policy}", *GRPO, *extra, kind="grpo"), ws / name
+
+
+def test_grpo_role_on_the_lost_node_recovers_with_the_same_steps(two_node_cluster, spread):
+    """GRPO with its roles spread over both nodes (the pretrain export as the policy: any model will do);
+    the worker node dies once the first step is committed; the controller restarts the roles on the head, reloads
+    step 1 and finishes with the per-step metrics of an uninterrupted run, each MLflow step once."""
+    cluster = two_node_cluster
+    cluster.wait_for_nodes(2)  # the node-loss test rejoined the worker
+    policy = spread[0] / "export"
+    t0 = time.time()
+    proc, ref_out = _grpo(cluster, "grpo_ref", policy, "trainer.export=true")
+    rc, text = finish(proc)
+    print(f"grpo reference run: {time.time() - t0:.0f} s")
+    assert rc == 0, text[-4000:]
+    ref = _steps(ref_out)
+
+    # the actor's export reached the driver's node (from the actor's node when they differ)
+    assert (ref_out / "export" / "model.safetensors").is_file() and (ref_out / "export" / "config.json").is_file()
+    assert not list(ref_out.glob("export.from-*"))
+
+    worker = cluster.node_ids()["worker"]  # before the job: `ray list nodes` takes seconds, a step does not
+    proc, out = _grpo(cluster, "grpo_node_loss", policy, "trainer.max_failures=1", "trainer.export=false")
+    root = _storage(cluster) / "grpo_node_loss" / "checkpoints"
+    deadline = time.time() + 300
+    while not (root / "latest").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)  # the first commit (steps take about a second: older ones are pruned quickly)
+    killed_at = max(_steps(out), default=0)
+    before = json.loads((out / "placement.json").read_text())
+    cluster.kill_worker_node()
+    try:
+        rc, text = finish(proc)
+    finally:
+        join = cluster.join_worker()
+    print(f"grpo run with the node loss: {time.time() - t0:.0f} s since the reference run started")
+    assert rc == 0, text[-4000:]
+    assert join.returncode == 0, join.stdout + join.stderr
+    assert killed_at < GRPO_STEPS, "the node was killed after the run had finished"
+    assert worker in {p["node_id"] for p in before}, before  # a role ran on the node that was lost
+    after = json.loads((out / "placement.json").read_text())
+    assert worker not in {p["node_id"] for p in after}, after  # the restarted roles: the head alone
+    log_text = (out / "logs" / "orchestrator.log").read_text()
+    assert "role died at step" in log_text and "recovering from the last checkpoint" in log_text, log_text[-3000:]
+    got = _steps(out)
+    assert sorted(got) == list(range(1, GRPO_STEPS + 1))
+    for step in got:
+        for key in ("reward_mean", "kl", "policy_loss", "entropy"):
+            assert got[step][key] == ref[step][key], (step, key)
+    run_id = json.loads((out / "tracking.json").read_text())["run_id"]
+    assert _mlflow_steps(cluster, run_id, "reward_mean") == list(range(1, GRPO_STEPS + 1))
+
+
+def _steps(out: Path) -> dict[int, dict[str, float]]:
+    from orchestrator.training.loop import read_steps
+
+    return read_steps(str(out))
+
+
+DATA_PREP = ["data.demo_num_docs=300", "data.partition_kb=128", "data.shuffle_partitions=3"]
+
+
+def _markers(out: Path) -> dict[Path, int]:
+    """The dedup shuffle's task markers (scatter and gather) with their modification times."""
+    return {p: p.stat().st_mtime_ns for p in (out / "work" / "dedup").glob("**/_markers/**/*") if p.is_file()}
+
+
+def _digest(out: Path) -> str:
+    return json.loads((out / "dataset" / "manifest.json").read_text())["digest"]
+
+
+def test_data_prep_node_lost_during_the_dedup_shuffle_resumes_from_the_task_markers(two_node_cluster):
+    """The worker node dies once the first dedup shuffle task has written its marker; the job (Ray Data
+    re-runs the lost tasks; rerun if the loss failed it) ends with the dataset of an uninterrupted run, and
+    tasks whose markers existed at the kill are not redone."""
+    cluster = two_node_cluster
+    cluster.wait_for_nodes(2)
+    ws = cluster.head_dir / "scratch" / "ws"
+    proc = cluster.run(f"workspace={ws}", "run_name=dp_ref", *DATA_PREP, kind="data_prep")
+    rc, text = finish(proc)
+    assert rc == 0, text[-4000:]
+    ref = _digest(ws / "dp_ref")
+
+    out = ws / "dp_node_loss"
+    t0 = time.time()
+    proc = cluster.run(f"workspace={ws}", "run_name=dp_node_loss", *DATA_PREP, kind="data_prep")
+    deadline = time.time() + 300
+    while not _markers(out) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job ended before its dedup shuffle started"
+    marked = _markers(out)
+    cluster.kill_worker_node()
+    redone = _rewritten_while_running(proc, marked)  # Ray Data re-runs lost tasks: those with a marker skip
+    rc, text = finish(proc)
+    print(f"data_prep with the node loss: rc {rc} after {time.time() - t0:.0f} s, {len(marked)} tasks marked")
+    try:
+        if rc != 0:  # the loss failed the job: a rerun continues from the markers
+            proc = cluster.run(f"workspace={ws}", "run_name=dp_node_loss", *DATA_PREP, kind="data_prep")
+            redone |= _rewritten_while_running(proc, marked)
+            rc, text = finish(proc)
+            print(f"data_prep rerun: rc {rc} after {time.time() - t0:.0f} s")
+    finally:
+        join = cluster.join_worker()
+    assert rc == 0, text[-4000:]
+    assert join.returncode == 0, join.stdout + join.stderr
+    assert marked, "no shuffle task had finished when the node was lost"
+    assert not redone, redone  # tasks with a marker were skipped, not run again
+    assert _digest(out) == ref
+
+
+def _rewritten_while_running(proc, files: dict[Path, int]) -> set[Path]:
+    """Files of ``files`` (path -> mtime) rewritten while ``proc`` runs (a finished step deletes its
+    scratch markers, so they are watched rather than compared at the end)."""
+    seen: set[Path] = set()
+    while proc.poll() is None:
+        for p, mtime in files.items():
+            try:
+                if p.stat().st_mtime_ns != mtime:
+                    seen.add(p)
+            except FileNotFoundError:
+                pass
+        time.sleep(0.05)
+    return seen

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import ConfigError
-from orchestrator.config.jobs import checkpoint_root
+from orchestrator.config.jobs import checkpoint_root, checkpoint_uri
 from orchestrator.kinds import load
 from orchestrator.kinds import plan as make_plan
 
@@ -39,6 +39,29 @@ def test_storage_path_holds_the_checkpoint_root(tmp_path):
     assert checkpoint_root(load("pretrain", [f"workspace={tmp_path}", "run_name=r1"])) == tmp_path / "r1" / "checkpoints"
 
 
-def test_object_store_uri_is_refused_with_the_fix():
-    with pytest.raises(ConfigError, match="mount the bucket"):
-        load("pretrain", ["cluster.storage_path=s3://bucket/ckpt"])
+def test_object_store_uri_keeps_a_local_mirror_and_names_the_store(tmp_path):
+    cfg = load("pretrain", [f"workspace={tmp_path}", "run_name=r1", "cluster.storage_path=s3://bucket/ckpt/"])
+    assert checkpoint_uri(cfg) == "s3://bucket/ckpt/r1/checkpoints"
+    assert checkpoint_root(cfg) == tmp_path / "r1" / "checkpoints"  # each node's local mirror
+    assert make_plan(cfg)["checkpoints"] == "s3://bucket/ckpt/r1/checkpoints"
+    assert checkpoint_uri(load("pretrain", [f"cluster.storage_path={tmp_path}/nfs"])) is None
+
+
+def test_uri_storage_mirrors_checkpoints_on_the_nodes_own_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORCHESTRATOR_LOCAL_DIR", str(tmp_path / "scratch"))
+    cfg = load("pretrain", [f"workspace={tmp_path}", "run_name=r1", "cluster.storage_path=s3://bucket/ckpt"])
+    other = load("pretrain", [f"workspace={tmp_path}", "run_name=r1", "cluster.storage_path=s3://bucket/other"])
+    root = checkpoint_root(cfg)
+    assert root.parent == tmp_path / "scratch" / "checkpoints" and root.name.startswith("r1-")
+    assert checkpoint_root(other) != root  # the same run name on another store: its own mirror
+
+
+def test_storage_uri_without_a_pyarrow_filesystem_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"cluster.storage_path.*ftp.*s3://"):
+        load("pretrain", ["cluster.storage_path=ftp://host/ckpt"])
+
+
+@pytest.mark.parametrize("kind", ["ppo", "grpo"])
+def test_rl_kinds_refuse_an_object_store_uri(kind):
+    with pytest.raises(ConfigError, match="cluster.storage_path.*mounts"):
+        load(kind, ["cluster.storage_path=s3://bucket/ckpt"])
