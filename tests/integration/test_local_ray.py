@@ -1,0 +1,39 @@
+"""The private in-process Ray a job starts: what its workers inherit and which services it runs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_workers_inherit_the_worker_env_and_no_api_server_process_runs(ray_local):
+    import psutil
+    import ray
+
+    from orchestrator.config.cluster import ClusterConfig
+    from orchestrator.runtime.ray_runtime import worker_env
+
+    expected = worker_env(ClusterConfig(num_workers=2, num_cpus=2))  # what ray_local was started with
+
+    @ray.remote(num_cpus=0)
+    def env_of_a_worker(keys: list[str]) -> dict[str, str | None]:
+        return {k: os.environ.get(k) for k in keys}
+
+    # no job runtime_env: the values reach the (prestarted) worker processes through the raylet
+    assert ray.get(env_of_a_worker.remote(sorted(expected))) == expected
+    session_dir = ray._private.worker.global_worker.node.get_session_dir_path()
+    assert os.path.isdir(session_dir)
+    dashboards = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "dashboard/dashboard.py" in cmd and session_dir in cmd:
+            dashboards.append(cmd)
+    assert dashboards == []  # the API server process is not started for a private Ray without dashboard
+    assert ray._private.worker.global_worker.node.webui_url is None
+    # and the session still serves actors and Ray Data (data_prep's shuffle runs on it)
+    import ray.data
+
+    assert sorted(r["id"] for r in ray.data.range(6).map(lambda r: {"id": r["id"] * 2}).take_all()) == [0, 2, 4, 6, 8, 10]
