@@ -78,33 +78,41 @@ def _worker_env_for_local_processes(env: dict[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def _without_api_server() -> Iterator[None]:
-    """Start a private local Ray without its API server process.
+def _without_service_processes() -> Iterator[None]:
+    """Start a private local Ray without two service processes no job here uses.
 
-    With ``include_dashboard=False`` Ray 2.60 still starts ``dashboard.py`` with only its usage-stats module
-    (usage stats are off here) and ``ray.init`` polls until that process has published its URL: one more
-    Python process importing aiohttp/grpc (~1.5 s of CPU) and ~1-2 s of the start on the 2-core machine,
-    for a service nothing of a job uses (no dashboard, no Jobs API on a private in-process Ray; Ray Data
-    and actors do not need it). Where Ray's private hook is not there (another Ray version) nothing is
-    changed."""
+    * The API server: with ``include_dashboard=False`` Ray 2.60 still starts ``dashboard.py`` with only its
+      usage-stats module (usage stats are off here) and ``ray.init`` polls until that process has
+      published its URL: a Python process importing aiohttp/grpc (~1.5 s of CPU) and ~1-2 s of the start
+      on the 2-core machine, for no dashboard and no Jobs API (a private in-process Ray has neither).
+    * The autoscaler monitor (``monitor.py``, ~1 s of CPU while the workers import): a private Ray is one
+      node of fixed size, there is nothing to scale.
+
+    Actors, placement groups, Ray Data and the log monitor (worker output to the driver) do not depend on
+    either. ``cluster.dashboard=true`` keeps both. Where Ray's private hooks are not there (another Ray
+    version) nothing is changed."""
     try:
         from ray._private import node as ray_node
     except ImportError:  # pragma: no cover - a Ray without this module
         yield
         return
-    original = getattr(ray_node.Node, "start_api_server", None)
-    if original is None:  # pragma: no cover
-        yield
-        return
 
-    def skip(self: object, *args: object, **kwargs: object) -> None:
+    def skip_api_server(self: object, *args: object, **kwargs: object) -> None:
         self._webui_url = None  # type: ignore[attr-defined]  # what ray.init reports as the dashboard URL
 
-    ray_node.Node.start_api_server = skip
+    def skip_monitor(self: object, *args: object, **kwargs: object) -> None:
+        return None
+
+    patches = {name: fn for name, fn in (("start_api_server", skip_api_server), ("start_monitor", skip_monitor))
+               if callable(getattr(ray_node.Node, name, None))}
+    originals = {name: getattr(ray_node.Node, name) for name in patches}
+    for name, fn in patches.items():
+        setattr(ray_node.Node, name, fn)
     try:
         yield
     finally:
-        ray_node.Node.start_api_server = original
+        for name, fn in originals.items():
+            setattr(ray_node.Node, name, fn)
 
 
 @contextmanager
@@ -133,7 +141,7 @@ def ray_session(cluster: ClusterConfig) -> Iterator[None]:
         if cluster.dashboard:  # binds 127.0.0.1, behind the same token auth
             dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()}
         with _worker_env_for_local_processes(env), \
-                (contextlib.nullcontext() if cluster.dashboard else _without_api_server()):
+                (contextlib.nullcontext() if cluster.dashboard else _without_service_processes()):
             _init_local(lambda: ray.init(
                 address="local",
                 num_cpus=local_num_cpus(cluster),

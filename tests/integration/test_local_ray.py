@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_workers_inherit_the_worker_env_and_no_api_server_process_runs(ray_local):
+def test_workers_inherit_the_worker_env_and_no_api_server_or_monitor_runs(ray_local):
     import psutil
     import ray
 
@@ -29,9 +29,9 @@ def test_workers_inherit_the_worker_env_and_no_api_server_process_runs(ray_local
     dashboards = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        if "dashboard/dashboard.py" in cmd and session_dir in cmd:
+        if ("dashboard/dashboard.py" in cmd or "autoscaler/_private/monitor.py" in cmd) and session_dir in cmd:
             dashboards.append(cmd)
-    assert dashboards == []  # the API server process is not started for a private Ray without dashboard
+    assert dashboards == []  # neither the API server nor the autoscaler monitor runs for a private Ray
     assert ray._private.worker.global_worker.node.webui_url is None
     # and the session still serves actors and Ray Data (data_prep's shuffle runs on it)
     import ray.data

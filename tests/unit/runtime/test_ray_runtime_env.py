@@ -21,10 +21,11 @@ def test_worker_env_is_set_while_ray_starts_and_the_drivers_own_values_come_back
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # unset before: stays (the driver builds data too)
 
 
-def test_api_server_hook_is_restored():
+def test_service_process_hooks_are_restored():
     from ray._private import node as ray_node
 
-    original = ray_node.Node.start_api_server
-    with ray_runtime._without_api_server():
-        assert ray_node.Node.start_api_server is not original
-    assert ray_node.Node.start_api_server is original
+    originals = (ray_node.Node.start_api_server, ray_node.Node.start_monitor)
+    with ray_runtime._without_service_processes():
+        assert ray_node.Node.start_api_server is not originals[0]
+        assert ray_node.Node.start_monitor is not originals[1]
+    assert (ray_node.Node.start_api_server, ray_node.Node.start_monitor) == originals
