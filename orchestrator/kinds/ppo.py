@@ -74,7 +74,7 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
     """Returns run id, output/export dirs, the registered version and the final step's metrics."""
     from orchestrator.core.files import has_tokenizer
     from orchestrator.data.shards import read_records
-    from orchestrator.rlhf.placement import prewarm_role_hosts
+    from orchestrator.rlhf.placement import ROLE_PRELOAD, prewarm_role_hosts
     from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.tracking import job_run, lineage_tags
     from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model
@@ -96,7 +96,7 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
     tags.update(rollout_tags(cfg))
     env = worker_env(cfg.cluster)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(ray_session(cfg.cluster))
+        stack.enter_context(ray_session(cfg.cluster, preload=ROLE_PRELOAD))
         # the role processes start importing now, while the prompts are tokenized and the MLflow run opens
         prewarm_role_hosts(cfg.ppo, ROLES, ("actor", "critic"), cfg.cluster, env)
         from orchestrator.data.tokenizer import load_tokenizer

@@ -29,6 +29,9 @@ from typing import Any, Iterator
 log = logging.getLogger(__name__)
 _MISSING = object()
 
+PRELOAD_ENV = "ORCHESTRATOR_WORKER_PRELOAD"
+"""Modules (comma-separated) that :mod:`orchestrator.runtime.worker_preload` imports in new Ray workers."""
+
 
 def _roc_curve(*args: Any, **kwargs: Any) -> Any:
     """scikit-learn's ``roc_curve``, imported when transformers first calls it."""

@@ -88,7 +88,7 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         _import_in_background("mlflow.store.tracking.sqlalchemy_store")  # while Ray starts
         with phases.phase("ray_start"):
-            stack.enter_context(ray_session(cfg.cluster))
+            stack.enter_context(ray_session(cfg.cluster, preload=WORKER_PRELOAD))
             from orchestrator.runtime.rank_group import prepare
 
             prepare(group_spec(cfg.cluster), WORKER_PRELOAD)  # workers start and import while MLflow opens
