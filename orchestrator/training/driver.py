@@ -80,6 +80,7 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     """
     t0 = time.time()
     phases = Phases()
+    _import_in_background("ray")  # ~1 s of imports that the Ray start would otherwise begin with
     with phases.phase("inputs"):
         prepared = _prepare(cfg, task)
     if prepared["resume_dir"]:
