@@ -152,12 +152,14 @@ def ray_session(cluster: ClusterConfig, preload: tuple[str, ...] = ()) -> Iterat
         dashboard = {"include_dashboard": False}
         if cluster.dashboard:  # binds 127.0.0.1, behind the same token auth
             dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()}
-        system_config = {}
-        if preload and os.environ.get(EARLY_PRELOAD_ENV, "1") != "0":
-            from orchestrator.runtime.preload import PRELOAD_ENV
+        from orchestrator.runtime.preload import PRELOAD_ENV
 
+        system_config = {}
+        early = bool(preload) and os.environ.get(EARLY_PRELOAD_ENV, "1") != "0"
+        if early:
             env = {**env, PRELOAD_ENV: ",".join(preload)}
             system_config["preload_python_modules"] = ["orchestrator.runtime.worker_preload"]
+        inherited = PRELOAD_ENV in os.environ
         with _worker_env_for_local_processes(env), \
                 (contextlib.nullcontext() if cluster.dashboard else _without_service_processes()):
             _init_local(lambda: ray.init(
@@ -170,6 +172,8 @@ def ray_session(cluster: ClusterConfig, preload: tuple[str, ...] = ()) -> Iterat
                 _system_config=system_config or None,
                 **dashboard,
             ))
+        if early and not inherited:
+            os.environ.pop(PRELOAD_ENV, None)  # the raylet has it; the driver's later subprocesses need not
     else:
         for key, value in env.items():
             os.environ.setdefault(key, value)  # the driver builds models and data too
