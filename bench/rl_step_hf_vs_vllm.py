@@ -45,7 +45,8 @@ def overrides(kind: str, engine: str, args: argparse.Namespace, ws: str) -> list
                                  f"ppo.max_new_tokens={args.new}", f"ppo.sample_every={args.steps}"]
     return model + common + [f"grpo.rollout_batch_size={args.responses // args.group}", f"grpo.group_size={args.group}",
                              f"grpo.minibatch_size={args.responses // 2}", f"grpo.max_new_tokens={args.new}",
-                             f"grpo.sample_every={args.steps}"]
+                             f"grpo.sample_every={args.steps}",
+                             "grpo.num_eval_prompts=0"]  # the held-out eval generates too: not part of the step
 
 
 def run_job(kind: str, engine: str, args: argparse.Namespace) -> dict[str, float]:
