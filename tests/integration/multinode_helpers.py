@@ -1,10 +1,11 @@
 """A real two-node Ray cluster on one machine, the way a second host joins one.
 
 Session fixture ``two_node_cluster`` (registered in ``tests/conftest.py``):
-* head: ``MULTI_NODE=1 cluster/local/start.sh`` (``ray start --head``, token auth, 2 CPUs, label ``node_group=head``) and
-  an MLflow server, with private ports and its own Ray temp dir;
+* head: ``MULTI_NODE=1 cluster/local/start.sh`` (``ray start --head``, token auth, 2 CPUs, label
+  ``node_group=head``, node death detected in ~3 s: :data:`HEALTH_CHECK`) and an MLflow server, with private
+  ports and its own Ray temp dir;
 * worker: ``cluster/local/join.sh`` (``ray start --address <head GCS>``, 2 CPUs, label ``node_group=worker``)
-  with its own temp dir, ports and node directory.
+  with its own temp dir, ports and node directory, joining while MLflow starts.
 Each node has its own scratch directory (``ORCHESTRATOR_LOCAL_DIR`` in its workers' environment). Jobs run
 as a user runs them: ``orchestrator run ... cluster.address=<head GCS>`` in a subprocess (this pytest
 process keeps its own in-process Ray for the other integration tests). Torn down after: ``stop.sh`` for
@@ -26,13 +27,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster_helpers import REPO, _free_port, _tail, base_env, node_ports_flags, start_head, stop_node
+from tests.integration.cluster_helpers import REPO, _free_port, _tail, base_env, node_ports_flags, stop_node
 
 BUCKET = "orchestrator-test"
 
@@ -184,21 +186,43 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
     return proc.returncode, out
 
 
+HEALTH_CHECK = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+"""The head's GCS declares a node dead after 3 failed health checks 1 s apart (Ray's default: 5, 3 s apart): a
+killed node's raylet refuses the connection at once, so its loss is known in about 3 s instead of 15; a live
+but busy raylet still has Ray's 10 s timeout per check."""
+
+
 @pytest.fixture(scope="session")
 def two_node_cluster(tmp_path_factory):
     root = Path(tmp_path_factory.mktemp("two_nodes"))
     token = secrets.token_hex(32)
     s3_store, s3_server = start_s3_store()
-    head_env, start, ports = start_head(root / "head", token, PYTHONPATH=str(REPO), MULTI_NODE="1", **s3_store.env)
+    ports = {"dash": _free_port(), "mlflow": _free_port(), "gcs": _free_port(), "client": _free_port()}
     gcs = f"127.0.0.1:{ports['gcs']}"
+    head_env = dict(base_env(), RAY_AUTH_TOKEN=token, CLUSTER_DIR=str(root / "head"), MULTI_NODE="1",
+                    RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}", RAY_PORT=str(ports["gcs"]),
+                    DASHBOARD_PORT=str(ports["dash"]), RAY_CLIENT_PORT=str(ports["client"]),
+                    MLFLOW_PORT=str(ports["mlflow"]), NUM_CPUS="2", RAY_START_EXTRA=node_ports_flags(),
+                    PYTHONPATH=str(REPO), **HEALTH_CHECK, **s3_store.env)
     worker_env = dict(base_env(), RAY_AUTH_TOKEN=token, HEAD=gcs, NODE_DIR=str(root / "worker"), NUM_CPUS="2",
                       LABELS="node_group=worker", RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}",
                       RAY_START_EXTRA=node_ports_flags(), CLUSTER_DIR=str(root / "worker"), PYTHONPATH=str(REPO),
                       **s3_store.env)
     try:
-        assert start.returncode == 0, start.stdout + start.stderr + _tail(root / "head" / "ray.log")
+        # start.sh waits for the Ray head and then for the MLflow server; the worker joins as soon as the head's
+        # Ray runtime is up, while MLflow is still starting
+        start = subprocess.Popen(["bash", str(REPO / "cluster/local/start.sh")], env=head_env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        head_log = root / "head" / "ray.log"
+        deadline = time.time() + 300
+        while start.poll() is None and time.time() < deadline and "Ray runtime started" not in _tail(head_log, 100000):
+            time.sleep(0.2)
+        if start.poll() not in (None, 0):
+            pytest.fail(f"start.sh failed: {start.communicate()[0]}{_tail(head_log)}")
         join = subprocess.run(["bash", str(REPO / "cluster/local/join.sh")], env=worker_env, capture_output=True,
                               text=True, timeout=300)
+        out, _ = start.communicate(timeout=400)
+        assert start.returncode == 0, out + _tail(head_log) + _tail(root / "head" / "mlflow.log")
         assert join.returncode == 0, join.stdout + join.stderr + _tail(root / "worker" / "ray.log")
         env = dict(base_env(), RAY_AUTH_TOKEN=token, RAY_AUTH_MODE="token", PYTHONPATH=str(REPO), DS_ACCELERATOR="cpu",
                    RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{ports['dash']}", **s3_store.env)
@@ -208,6 +232,10 @@ def two_node_cluster(tmp_path_factory):
         cluster.wait_for_nodes(2)
         yield cluster
     finally:
-        stop_node(worker_env)
-        stop_node(head_env)
+        # both nodes stop at once (stop.sh gives each process group up to 10 s to exit)
+        stops = [threading.Thread(target=stop_node, args=(e,)) for e in (worker_env, head_env)]
+        for t in stops:
+            t.start()
+        for t in stops:
+            t.join()
         s3_server.stop()

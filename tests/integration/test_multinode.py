@@ -5,22 +5,20 @@ data_prep run.
 
 Jobs run as a user runs them against a cluster: ``orchestrator run <kind> cluster.address=<head GCS>`` in a
 subprocess on the head's machine (the driver's node). Each job's workspace is the head's scratch directory
-(node-local). The uninterrupted reference runs (fixture ``refs``) run together, their start-ups overlapping,
-and all end before any test kills a node:
-* ``spread``: 10 steps, ``cluster.placement=spread``, checkpoints to ``s3://<bucket>/mn`` (pyarrow's S3
-  filesystem), an export registered on the MLflow server (the losses every pretrain test compares with);
-* ``ppo_ref``: PPO with its four roles spread over both nodes, checkpoints to ``<root>/shared`` (a path);
-* ``dp_ref``: data_prep (the manifest digest the node-loss run must reproduce).
-Then:
+(node-local). Jobs, in order:
+* ``spread`` (module fixture): 10 uninterrupted steps, ``cluster.placement=spread``, checkpoints to
+  ``s3://<bucket>/mn`` (pyarrow's S3 filesystem), an export registered on the MLflow server (the losses every
+  pretrain test compares with);
 * ``packed``: ``pack``, the same S3 URI, rank 1 dies at step 5 (``max_failures=0``: the job fails after
   committing step 4); its output directory is then deleted (a node that lost its disk, checkpoint mirror
   included) and the job is rerun: it resumes from S3 and the same MLflow run;
 * ``node_loss``: ``spread``, checkpoints to ``<root>/shared`` (a path), ``max_failures=1``; the worker node is
-  SIGKILLed (raylet, agents, its workers) once step 2 is committed; the worker group restarts on the head's
-  remaining 2 CPUs, resumes from the newest committed checkpoint and finishes;
-* ``ppo_node_loss``: the worker node dies once step 1 is committed; the roles restart on the head and the run
-  ends with ``ppo_ref``'s per-step metrics;
-* ``dp_node_loss``: the worker node dies during the dedup shuffle.
+  SIGKILLed (raylet, agents, its workers) once step 2 is committed; the worker group restarts on the head
+  alone, resumes from the newest committed checkpoint and finishes;
+* ``ppo_ref`` / ``ppo_node_loss``: PPO with its four roles spread over both nodes, checkpoints to
+  ``<root>/shared``; the worker node dies once step 1 is committed; the roles restart on the head and the run
+  ends with the reference run's per-step metrics;
+* ``dp_ref`` / ``dp_node_loss``: data_prep; the worker node dies during the dedup shuffle.
 A test that needs both nodes rejoins the worker first (``ensure_worker``) when an earlier one killed it.
 """
 
@@ -30,7 +28,6 @@ import json
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,8 +62,8 @@ PPO_STEPS = 5
 PPO = [f"trainer.max_steps={PPO_STEPS}", "trainer.save_every=1", "trainer.lr=2e-3", "ppo.rollout_batch_size=16",
        "ppo.minibatch_size=16", "parallel.micro_batch_size=8", "ppo.sample_every=100", "ppo.colocate=false",
        "cluster.placement=spread", "model.pretrained=null"]
-"""PPO from a seeded random policy (the task's own tokenizer): any model will do for recovery, and it needs no
-pretrain run first, so the reference starts with the others."""
+"""PPO from a seeded random policy (the task's own tokenizer): any model will do for recovery, and the test then
+needs no pretrain run first."""
 
 
 def _ppo(cluster, name: str, *extra: str):
@@ -81,35 +78,15 @@ def _data_prep(cluster, name: str):
     return cluster.run(f"workspace={_ws(cluster)}", f"run_name={name}", *DATA_PREP, kind="data_prep"), _ws(cluster) / name
 
 
-@dataclass
-class Refs:
-    spread: Path
-    spread_log: str
-    ppo: Path
-    dp: Path
-
-
 @pytest.fixture(scope="module")
-def refs(two_node_cluster):
-    """The uninterrupted reference runs, started together: a job's start-up (driver imports, worker processes
-    importing the stack) mostly waits, so overlapping three costs much less than running them in turn. data_prep
-    starts once the other two placed their workers (its Ray Data tasks take any free CPU, which could delay a
-    placement group). All have ended when this returns: a node loss later disturbs none of them."""
+def spread(two_node_cluster):
+    """The uninterrupted ``spread`` run (S3 storage, an export): the losses every pretrain test compares with."""
     cluster = two_node_cluster
     cluster.ensure_worker()
-    t0 = time.time()
-    spread, spread_out = _job(cluster, "spread", "cluster.placement=spread", export=True, s3=True)
-    ppo, ppo_out = _ppo(cluster, "ppo_ref", "trainer.export=true")
-    deadline = time.time() + 300
-    while time.time() < deadline and not all((out / "placement.json").exists() or proc.poll() is not None
-                                             for proc, out in ((spread, spread_out), (ppo, ppo_out))):
-        time.sleep(0.2)
-    dp, dp_out = _data_prep(cluster, "dp_ref")
-    done = {name: finish(proc) for name, proc in (("spread", spread), ("ppo_ref", ppo), ("dp_ref", dp))}
-    print(f"reference runs (spread, ppo_ref, dp_ref together): {time.time() - t0:.0f} s")
-    for name, (rc, text) in done.items():
-        assert rc == 0, f"{name}: {text[-4000:]}"
-    return Refs(spread=spread_out, spread_log=done["spread"][1], ppo=ppo_out, dp=dp_out)
+    proc, out = _job(cluster, "spread", "cluster.placement=spread", export=True, s3=True)
+    rc, text = finish(proc)
+    assert rc == 0, text[-4000:]
+    return out, text
 
 
 def _losses(out: Path) -> dict[int, float]:
@@ -145,8 +122,8 @@ def test_two_nodes_joined_with_their_labels(two_node_cluster):
     assert labels == ["head", "worker"]
 
 
-def test_spread_puts_the_ranks_on_different_nodes(two_node_cluster, refs):
-    placement = json.loads((refs.spread / "placement.json").read_text())
+def test_spread_puts_the_ranks_on_different_nodes(two_node_cluster, spread):
+    placement = json.loads((spread[0] / "placement.json").read_text())
     assert [p["rank"] for p in placement] == [0, 1]
     assert len({p["node_id"] for p in placement}) == 2
     # rank 0 (it writes the output directory and the export) runs on the driver's node, the head
@@ -155,13 +132,14 @@ def test_spread_puts_the_ranks_on_different_nodes(two_node_cluster, refs):
                                                    str(two_node_cluster.worker_dir / "scratch")}
 
 
-def test_checkpoints_are_committed_on_s3_from_both_nodes(two_node_cluster, refs):
+def test_checkpoints_are_committed_on_s3_from_both_nodes(two_node_cluster, spread):
     """``cluster.storage_path=s3://...`` on a real S3 endpoint: every node uploads its ranks' files, the commit
     marker is the newest object of the checkpoint, two checkpoints are kept; the credentials (the nodes'
     environment) appear neither in the job's output nor in its MLflow run."""
     from mlflow import MlflowClient
 
     cluster, s3 = two_node_cluster, two_node_cluster.s3
+    text = spread[1]
     key = f"{S3_PREFIX}/spread/checkpoints"
     tag = f"step_{STEPS:08d}"
     assert s3.read_text(f"{key}/latest").strip() == tag
@@ -179,11 +157,11 @@ def test_checkpoints_are_committed_on_s3_from_both_nodes(two_node_cluster, refs)
     assert all(i.mtime <= stored["COMMITTED"].mtime for i in stored.values())  # the commit marker was written last
     assert s3.names(key) == ["latest", f"step_{STEPS - 2:08d}", tag]  # keep_checkpoints=2
     assert sorted(p.name for p in worker.iterdir()) == [tag]  # a non-zero node's mirror keeps only the newest
-    assert f"checkpoint {s3.uri(key)}/{tag}" in refs.spread_log
+    assert f"checkpoint {s3.uri(key)}/{tag}" in text
     secret = s3.env["AWS_SECRET_ACCESS_KEY"]
-    run = MlflowClient(cluster.mlflow_uri).get_run(_run_id(refs.spread_log))
+    run = MlflowClient(cluster.mlflow_uri).get_run(_run_id(text))
     assert run.data.params["cluster.storage_path"] == s3.uri(S3_PREFIX)
-    assert secret not in refs.spread_log and secret not in json.dumps([run.data.params, run.data.tags])
+    assert secret not in text and secret not in json.dumps([run.data.params, run.data.tags])
 
 
 def _mirror(node_dir: Path, run: str) -> Path:
@@ -193,24 +171,25 @@ def _mirror(node_dir: Path, run: str) -> Path:
     return found[0]
 
 
-def test_export_reaches_the_tracking_server(two_node_cluster, refs):
+def test_export_reaches_the_tracking_server(two_node_cluster, spread):
     """The export is uploaded to the MLflow server (proxied artifacts, stored under the head's
     ``mlartifacts``) and registered from there, not left on a worker's disk."""
     from mlflow import MlflowClient
 
-    run_id = _run_id(refs.spread_log)
+    out, text = spread
+    run_id = _run_id(text)
     client = MlflowClient(two_node_cluster.mlflow_uri)
     files = {Path(a.path).name for a in client.list_artifacts(run_id, "model")}
     assert {"config.json", "model.safetensors"} <= files, files
     version = client.get_model_version("spread", "1")
     assert version.run_id == run_id
     stored = [p for p in (two_node_cluster.head_dir / "mlartifacts").rglob("model.safetensors") if run_id in str(p)]
-    assert stored and stored[0].stat().st_size == (refs.spread / "export" / "model.safetensors").stat().st_size
+    assert stored and stored[0].stat().st_size == (out / "export" / "model.safetensors").stat().st_size
 
 
-def test_pack_then_resume_from_s3_after_the_output_dir_is_lost(two_node_cluster, refs):
+def test_pack_then_resume_from_s3_after_the_output_dir_is_lost(two_node_cluster, spread):
     cluster, s3 = two_node_cluster, two_node_cluster.s3
-    ref = _losses(refs.spread)
+    ref = _losses(spread[0])
     proc, out = _job(cluster, "packed", "trainer.fail_at_step=5", "trainer.max_failures=0", s3=True)
     rc, text = finish(proc)
     assert rc != 0, text[-3000:]
@@ -234,10 +213,10 @@ def test_pack_then_resume_from_s3_after_the_output_dir_is_lost(two_node_cluster,
     assert s3.read_text(f"{key}/latest").strip() == f"step_{STEPS:08d}"
 
 
-def test_node_loss_mid_run_recovers_on_the_remaining_node(two_node_cluster, refs):
+def test_node_loss_mid_run_recovers_on_the_remaining_node(two_node_cluster, spread):
     cluster = two_node_cluster
     cluster.ensure_worker()
-    ref = _losses(refs.spread)
+    ref = _losses(spread[0])
     proc, out = _job(cluster, "node_loss", "cluster.placement=spread", "trainer.max_failures=1")
     root = _storage(cluster) / "node_loss" / "checkpoints"
     _wait_for(root / "step_00000002" / "COMMITTED", proc)
@@ -258,17 +237,21 @@ def test_node_loss_mid_run_recovers_on_the_remaining_node(two_node_cluster, refs
 _NOT_COMPARED = ("step_time_s", "end_time_s", "tokens_per_s")
 
 
-def test_ppo_role_on_the_lost_node_recovers_with_the_same_steps(two_node_cluster, refs):
+def test_ppo_role_on_the_lost_node_recovers_with_the_same_steps(two_node_cluster):
     """PPO with its roles (actor, critic, reference, reward) spread over both nodes; the worker node dies once
     the first step is committed; the controller restarts the roles on the head, reloads the last committed
-    checkpoint and finishes with the per-step metrics of the uninterrupted ``ppo_ref``, each MLflow step once."""
+    checkpoint and finishes with the per-step metrics of an uninterrupted run (``ppo_ref``), each MLflow step
+    once."""
     cluster = two_node_cluster
     cluster.ensure_worker()
-    ref = _steps(refs.ppo)
+    proc, ref_out = _ppo(cluster, "ppo_ref", "trainer.export=true")
+    rc, text = finish(proc)
+    assert rc == 0, text[-4000:]
+    ref = _steps(ref_out)
     assert sorted(ref) == list(range(1, PPO_STEPS + 1))
     # the actor's export reached the driver's node (from the actor's node when they differ)
-    assert (refs.ppo / "export" / "model.safetensors").is_file() and (refs.ppo / "export" / "config.json").is_file()
-    assert not list(refs.ppo.glob("export.from-*"))
+    assert (ref_out / "export" / "model.safetensors").is_file() and (ref_out / "export" / "config.json").is_file()
+    assert not list(ref_out.glob("export.from-*"))
 
     worker = cluster.node_ids()["worker"]  # before the job: `ray list nodes` takes seconds, a step does not
     t0 = time.time()
@@ -307,12 +290,15 @@ def _digest(out: Path) -> str:
     return json.loads((out / "dataset" / "manifest.json").read_text())["digest"]
 
 
-def test_data_prep_node_lost_during_the_dedup_shuffle_resumes_from_the_task_markers(two_node_cluster, refs):
+def test_data_prep_node_lost_during_the_dedup_shuffle_resumes_from_the_task_markers(two_node_cluster):
     """The worker node dies once the first dedup shuffle task has written its marker; the job (Ray Data
-    re-runs the lost tasks; rerun if the loss failed it) ends with the dataset of the uninterrupted ``dp_ref``,
-    and tasks whose markers existed at the kill are not redone."""
+    re-runs the lost tasks; rerun if the loss failed it) ends with the dataset of an uninterrupted run
+    (``dp_ref``), and tasks whose markers existed at the kill are not redone."""
     cluster = two_node_cluster
     cluster.ensure_worker()
+    proc, ref_out = _data_prep(cluster, "dp_ref")
+    rc, text = finish(proc)
+    assert rc == 0, text[-4000:]
     t0 = time.time()
     proc, out = _data_prep(cluster, "dp_node_loss")
     deadline = time.time() + 300
@@ -332,7 +318,7 @@ def test_data_prep_node_lost_during_the_dedup_shuffle_resumes_from_the_task_mark
     assert rc == 0, text[-4000:]
     assert marked, "no shuffle task had finished when the node was lost"
     assert not redone, redone  # tasks with a marker were skipped, not run again
-    assert _digest(out) == _digest(refs.dp)
+    assert _digest(out) == _digest(ref_out)
 
 
 def _rewritten_while_running(proc, files: dict[Path, int]) -> set[Path]:
