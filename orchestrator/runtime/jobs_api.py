@@ -39,10 +39,12 @@ WORKING_DIR_EXCLUDES = [".venv/", "outputs/", "multirun/", ".git/", "test-artifa
                         "*.egg-info/", ".pytest_cache/", "*.pyc", "shared/", ".whl/", ".gl/"]
 
 # Forwarded from the submitter's environment to the job when set: credentials for MLflow, artifact
-# stores and the HF hub. Their values travel in the runtime_env only and are never printed.
+# stores (and checkpoint stores: ``cluster.storage_path=s3://...`` on an S3-compatible endpoint needs
+# ``AWS_ENDPOINT_URL_S3``) and the HF hub. Their values travel in the runtime_env only and are never printed.
 FORWARDED_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                  "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
                  "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCESS_KEY", "HF_TOKEN", "ORCHESTRATOR_VERBOSE")
 
 # Seconds Ray's job supervisor waits after SIGTERM (``stop``) before SIGKILL: time for the job to mark

@@ -1,14 +1,21 @@
 """A real two-node Ray cluster on one machine, the way a second host joins one.
 
 Session fixture ``two_node_cluster`` (registered in ``tests/conftest.py``):
-* head: ``MULTI_NODE=1 cluster/local/start.sh`` (``ray start --head``, token auth, 2 CPUs, label ``node_group=head``) and
-  an MLflow server, with private ports and its own Ray temp dir;
+* head: ``MULTI_NODE=1 cluster/local/start.sh`` (``ray start --head``, token auth, 2 CPUs, label
+  ``node_group=head``, node death detected in ~3 s: :data:`HEALTH_CHECK`) and an MLflow server, with private
+  ports and its own Ray temp dir;
 * worker: ``cluster/local/join.sh`` (``ray start --address <head GCS>``, 2 CPUs, label ``node_group=worker``)
-  with its own temp dir, ports and node directory.
+  with its own temp dir, ports and node directory, joining while MLflow starts.
 Each node has its own scratch directory (``ORCHESTRATOR_LOCAL_DIR`` in its workers' environment). Jobs run
 as a user runs them: ``orchestrator run ... cluster.address=<head GCS>`` in a subprocess (this pytest
 process keeps its own in-process Ray for the other integration tests). Torn down after: ``stop.sh`` for
 both nodes, then their temp dirs removed.
+
+An S3 object store for ``cluster.storage_path=s3://...``: moto's S3 server (``ThreadedMotoServer``, a real
+HTTP endpoint speaking the S3 REST API) on 127.0.0.1, started before the nodes. Every node and the driver get
+what a host on a real cluster has in its environment: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (random
+for this session), ``AWS_DEFAULT_REGION`` and ``AWS_ENDPOINT_URL_S3`` (the endpoint; pyarrow's S3 filesystem
+reads it like the AWS SDKs do), so the URI itself carries no endpoint and no credentials.
 """
 
 from __future__ import annotations
@@ -20,13 +27,71 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster_helpers import REPO, _tail, base_env, node_ports_flags, start_head, stop_node
+from tests.integration.cluster_helpers import REPO, _free_port, _tail, base_env, node_ports_flags, stop_node
+
+BUCKET = "orchestrator-test"
+
+
+@dataclass
+class S3Store:
+    """The session's S3 server: its environment for nodes and drivers, and a pyarrow view of the bucket."""
+
+    env: dict[str, str]
+
+    def filesystem(self):
+        from pyarrow import fs
+
+        return fs.S3FileSystem(access_key=self.env["AWS_ACCESS_KEY_ID"], secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
+                               region=self.env["AWS_DEFAULT_REGION"], endpoint_override=self.env["AWS_ENDPOINT_URL_S3"])
+
+    def uri(self, prefix: str) -> str:
+        return f"s3://{BUCKET}/{prefix}"
+
+    def files(self, prefix: str) -> dict[str, "object"]:
+        """``relative path -> pyarrow FileInfo`` of every object under ``<bucket>/<prefix>``."""
+        from pyarrow.fs import FileSelector, FileType
+
+        base = f"{BUCKET}/{prefix}".rstrip("/")
+        infos = self.filesystem().get_file_info(FileSelector(base, recursive=True, allow_not_found=True))
+        return {i.path[len(base) + 1:]: i for i in infos if i.type == FileType.File}
+
+    def names(self, prefix: str) -> list[str]:
+        """Names directly under ``<bucket>/<prefix>`` (files and "directories")."""
+        from pyarrow.fs import FileSelector
+
+        infos = self.filesystem().get_file_info(FileSelector(f"{BUCKET}/{prefix}", allow_not_found=True))
+        return sorted(i.base_name for i in infos)
+
+    def read_text(self, key: str) -> str:
+        with self.filesystem().open_input_stream(f"{BUCKET}/{key}") as f:
+            return f.read().decode()
+
+
+def start_s3_store() -> tuple[S3Store, object]:
+    """moto's S3 server on a free loopback port with one bucket: (the store, the server to ``stop()``)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+    from pyarrow import fs
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request in the test output
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": secrets.token_hex(8), "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    s3 = fs.S3FileSystem(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                         region="us-east-1", endpoint_override=env["AWS_ENDPOINT_URL_S3"], allow_bucket_creation=True)
+    s3.create_dir(BUCKET)
+    return S3Store(env), server
 
 
 @dataclass
@@ -40,6 +105,8 @@ class TwoNodeCluster:
     """Environment of a driver on this machine: the token, ``RAY_API_SERVER_ADDRESS``, this repository."""
     worker_env: dict[str, str]
     """Environment ``join.sh`` ran with (to rejoin the worker node after it was killed)."""
+    s3: S3Store
+    """The S3 server every node reaches (``cluster.storage_path=s3://...``)."""
 
     def run(self, *overrides: str, kind: str = "pretrain") -> subprocess.Popen:
         """``orchestrator run <kind> <overrides>`` against this cluster (a driver on the head's machine, as
@@ -61,7 +128,16 @@ class TwoNodeCluster:
     def wait_for_nodes(self, n: int = 2, timeout: float = 60) -> None:
         deadline = time.time() + timeout
         while len(self.alive_nodes()) < n and time.time() < deadline:
-            time.sleep(1)
+            time.sleep(0.5)
+
+    def ensure_worker(self) -> None:
+        """Both nodes alive: the worker node rejoins (``join.sh``, a new node id) if an earlier test killed it.
+        Done lazily, by the test that needs two nodes, so the last node-loss test pays for no rejoin."""
+        if not (self.worker_dir / "ray.pid").exists():
+            join = self.join_worker()
+            assert join.returncode == 0, join.stdout + join.stderr + _tail(self.worker_dir / "ray.log")
+        self.wait_for_nodes(2)
+        assert len(self.alive_nodes()) == 2, self.alive_nodes()
 
     def kill_worker_node(self) -> None:
         """A node crash: SIGKILL to the worker node's whole process session (raylet, agents, its workers)."""
@@ -110,26 +186,56 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
     return proc.returncode, out
 
 
+HEALTH_CHECK = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+"""The head's GCS declares a node dead after 3 failed health checks 1 s apart (Ray's default: 5, 3 s apart): a
+killed node's raylet refuses the connection at once, so its loss is known in about 3 s instead of 15; a live
+but busy raylet still has Ray's 10 s timeout per check."""
+
+
 @pytest.fixture(scope="session")
 def two_node_cluster(tmp_path_factory):
     root = Path(tmp_path_factory.mktemp("two_nodes"))
     token = secrets.token_hex(32)
-    head_env, start, ports = start_head(root / "head", token, PYTHONPATH=str(REPO), MULTI_NODE="1")
+    s3_store, s3_server = start_s3_store()
+    ports = {"dash": _free_port(), "mlflow": _free_port(), "gcs": _free_port(), "client": _free_port()}
     gcs = f"127.0.0.1:{ports['gcs']}"
+    head_env = dict(base_env(), RAY_AUTH_TOKEN=token, CLUSTER_DIR=str(root / "head"), MULTI_NODE="1",
+                    RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}", RAY_PORT=str(ports["gcs"]),
+                    DASHBOARD_PORT=str(ports["dash"]), RAY_CLIENT_PORT=str(ports["client"]),
+                    MLFLOW_PORT=str(ports["mlflow"]), NUM_CPUS="2", RAY_START_EXTRA=node_ports_flags(),
+                    PYTHONPATH=str(REPO), **HEALTH_CHECK, **s3_store.env)
     worker_env = dict(base_env(), RAY_AUTH_TOKEN=token, HEAD=gcs, NODE_DIR=str(root / "worker"), NUM_CPUS="2",
                       LABELS="node_group=worker", RAY_TEMP_DIR=f"/tmp/rt_{secrets.token_hex(3)}",
-                      RAY_START_EXTRA=node_ports_flags(), CLUSTER_DIR=str(root / "worker"), PYTHONPATH=str(REPO))
+                      RAY_START_EXTRA=node_ports_flags(), CLUSTER_DIR=str(root / "worker"), PYTHONPATH=str(REPO),
+                      **s3_store.env)
     try:
-        assert start.returncode == 0, start.stdout + start.stderr + _tail(root / "head" / "ray.log")
+        # start.sh waits for the Ray head and then for the MLflow server; the worker joins as soon as the head's
+        # Ray runtime is up, while MLflow is still starting
+        start = subprocess.Popen(["bash", str(REPO / "cluster/local/start.sh")], env=head_env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        head_log = root / "head" / "ray.log"
+        deadline = time.time() + 300
+        while start.poll() is None and time.time() < deadline and "Ray runtime started" not in _tail(head_log, 100000):
+            time.sleep(0.2)
+        if start.poll() not in (None, 0):
+            pytest.fail(f"start.sh failed: {start.communicate()[0]}{_tail(head_log)}")
         join = subprocess.run(["bash", str(REPO / "cluster/local/join.sh")], env=worker_env, capture_output=True,
                               text=True, timeout=300)
+        out, _ = start.communicate(timeout=400)
+        assert start.returncode == 0, out + _tail(head_log) + _tail(root / "head" / "mlflow.log")
         assert join.returncode == 0, join.stdout + join.stderr + _tail(root / "worker" / "ray.log")
         env = dict(base_env(), RAY_AUTH_TOKEN=token, RAY_AUTH_MODE="token", PYTHONPATH=str(REPO), DS_ACCELERATOR="cpu",
-                   RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{ports['dash']}")
+                   RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{ports['dash']}", **s3_store.env)
         cluster = TwoNodeCluster(head_dir=root / "head", worker_dir=root / "worker", gcs=gcs,
-                                 mlflow_uri=f"http://127.0.0.1:{ports['mlflow']}", env=env, worker_env=worker_env)
+                                 mlflow_uri=f"http://127.0.0.1:{ports['mlflow']}", env=env, worker_env=worker_env,
+                                 s3=s3_store)
         cluster.wait_for_nodes(2)
         yield cluster
     finally:
-        stop_node(worker_env)
-        stop_node(head_env)
+        # both nodes stop at once (stop.sh gives each process group up to 10 s to exit)
+        stops = [threading.Thread(target=stop_node, args=(e,)) for e in (worker_env, head_env)]
+        for t in stops:
+            t.start()
+        for t in stops:
+            t.join()
+        s3_server.stop()
