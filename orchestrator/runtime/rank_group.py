@@ -70,7 +70,7 @@ def _start(spec: GroupSpec, preload: tuple[str, ...], attempts: int = 5) -> tupl
     bundle = {"CPU": float(spec.cpus_per_worker), **({"GPU": 1.0} if spec.use_gpu else {})}
     bundles = [dict(bundle) for _ in range(spec.num_workers)]
     for attempt in range(1, attempts + 1):
-        pg = placement_group(bundles, strategy=spec.placement.upper())
+        pg = _reserve(bundles, spec.placement.upper())
         hosts: list[Host] = []
         try:
             _wait(pg, spec)
@@ -84,6 +84,37 @@ def _start(spec: GroupSpec, preload: tuple[str, ...], attempts: int = 5) -> tupl
             log.warning("worker group: a worker was lost while starting (%s); starting a new group", describe(exc))
             time.sleep(min(30.0, 2.0 * attempt))
     raise AssertionError("unreachable")
+
+
+PACK_ON_DRIVER_WAIT_S = 5.0
+"""How long ``pack`` waits for the whole group on the driver's node before packing it anywhere."""
+
+
+def _reserve(bundles: list[dict[str, float]], strategy: str) -> Any:
+    """The job's placement group. ``PACK`` is first tried as one node, the driver's (``STRICT_PACK`` with
+    the driver's node as Ray's soft target), when that node is big enough: rank 0 writes the output
+    directory, and on a cluster without a shared workspace only the driver's node has it. Ray's ``PACK``
+    alone takes no node preference (seen on the two-node test cluster: both ranks on the other node).
+    If the group does not get there within :data:`PACK_ON_DRIVER_WAIT_S` (the node is busy), plain
+    ``PACK`` decides."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    if strategy == "PACK":
+        driver = driver_node()
+        need = {k: sum(b.get(k, 0.0) for b in bundles) for k in ("CPU", "GPU")}
+        node = next((n for n in ray.nodes() if n.get("NodeID") == driver and n.get("Alive")), None)
+        if node is not None and all(node.get("Resources", {}).get(k, 0.0) >= v for k, v in need.items() if v):
+            try:
+                pg = placement_group(bundles, strategy="STRICT_PACK", _soft_target_node_id=driver)
+            except TypeError:  # pragma: no cover - a Ray without the soft target
+                pg = None
+            if pg is not None:
+                if pg.wait(timeout_seconds=PACK_ON_DRIVER_WAIT_S):
+                    return pg
+                remove_placement_group(pg)
+                log.info("worker group: the driver's node has no room for the whole group now; packing elsewhere")
+    return placement_group(bundles, strategy=strategy)
 
 
 def _wait(pg: Any, spec: GroupSpec, every_s: float = 30.0) -> None:

@@ -194,7 +194,8 @@ def test_pack_then_resume_from_s3_after_the_output_dir_is_lost(two_node_cluster,
     rc, text = finish(proc)
     assert rc != 0, text[-3000:]
     placement = json.loads((out / "placement.json").read_text())
-    assert len({p["node_id"] for p in placement}) == 1  # pack: both ranks on one node
+    assert len({p["node_id"] for p in placement}) == 1  # pack: both ranks on one node,
+    assert placement[0]["node_id"] == cluster.node_ids()["head"]  # the driver's (it holds the output dir)
     key = f"{S3_PREFIX}/packed/checkpoints"
     assert s3.read_text(f"{key}/latest").strip() == "step_00000004"
     first_run = json.loads((out / "tracking.json").read_text())["run_id"]
