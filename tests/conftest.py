@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import cluster_helpers
 from tests.integration.cluster_helpers import finished_pretrain, local_cluster  # noqa: F401  (session fixtures)
 from tests.integration.multinode_helpers import two_node_cluster  # noqa: F401  (session fixture)
 
@@ -29,3 +30,39 @@ def workspace(tmp_path: Path) -> Path:
 def orchestrator_cmd() -> list[str]:
     """The installed CLI, run with this interpreter."""
     return [sys.executable, "-m", "orchestrator.cli"]
+
+
+# Session clusters that stop right after their last test instead of at the end of the session
+# (tests/integration/cluster_helpers.py: EARLY_STOP), and whose tests run next to each other.
+EARLY_STOPPED = ("local_cluster",)
+
+
+def _uses(item: pytest.Item, fixture: str) -> bool:
+    return fixture in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests of an early-stopped cluster run together, where the last of them was (test_mlflow_ui_browser's
+    move next to test_cluster's), so the cluster idles through no other file; otherwise the order is kept."""
+    for fixture in EARLY_STOPPED:
+        users = [it for it in items if _uses(it, fixture)]
+        if len(users) < 2:
+            continue
+        last = max(i for i, it in enumerate(items) if _uses(it, fixture))
+        rest = [it for it in items if not _uses(it, fixture)]
+        k = sum(1 for it in items[:last] if not _uses(it, fixture))
+        items[:] = rest[:k] + users + rest[k:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """After the last selected test that uses an early-stopped cluster (and its module's fixtures): stop it."""
+    yield
+    for fixture in EARLY_STOPPED:
+        stop = cluster_helpers.EARLY_STOP.get(fixture)
+        if stop is None or not _uses(item, fixture):
+            continue
+        later = item.session.items[item.session.items.index(item) + 1:]
+        if not any(_uses(it, fixture) for it in later):
+            cluster_helpers.EARLY_STOP.pop(fixture, None)
+            stop()

@@ -119,6 +119,11 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
         from orchestrator.training.loop import LoopSpec, restore, select_resume, train_loop
 
     torch.use_deterministic_algorithms(not cfg.cluster.use_gpu, warn_only=True)
+    # Deterministic mode also fills every torch.empty() with NaN (a debugging aid for code that reads memory it
+    # never wrote). DeepSpeed's ZeRO-1/2 allocates its gradient bucket (reduce_bucket_size, 5e8 fp32 = 2 GB) with
+    # torch.empty at every micro-step: the fill cost ~2.4 s per micro-step and rank on the 2-core machine (tiny
+    # ZeRO-2 steps of 6-24 s instead of ~0.1 s) and made the whole 2 GB resident. The algorithms stay deterministic.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     rank, world = reporter.world_rank, reporter.world_size
     out = Path(cfg.output_dir)
     _record_placement(out / PLACEMENT_FILE, reporter)

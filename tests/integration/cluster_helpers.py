@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -120,11 +121,18 @@ def stop_node(env: dict[str, str]) -> None:
     subprocess.run(["rm", "-rf", env["RAY_TEMP_DIR"]], check=False)
 
 
+EARLY_STOP: dict[str, Callable[[], None]] = {}
+"""Stop functions of running session clusters, by fixture name: ``tests/conftest.py`` calls one right after the
+last test of the session that uses the fixture (an idle Ray head + MLflow server costs ~5 % of a core; the
+session's other tests would otherwise share the 2 cores with it until the end). Stopping twice is harmless."""
+
+
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory):
     cdir = Path(tmp_path_factory.mktemp("cluster"))
     token = secrets.token_hex(32)
     env, start, ports = start_head(cdir, token)
+    EARLY_STOP["local_cluster"] = lambda: stop_node(env)
     try:
         assert start.returncode == 0, start.stdout + start.stderr + _tail(cdir / "ray.log") + _tail(cdir / "mlflow.log")
         cli_env = dict(base_env(), RAY_AUTH_TOKEN=token)
@@ -132,6 +140,7 @@ def local_cluster(tmp_path_factory):
                            mlflow_uri=f"http://127.0.0.1:{ports['mlflow']}", token=token, workspace=cdir / "ws",
                            env=cli_env)
     finally:
+        EARLY_STOP.pop("local_cluster", None)
         stop_node(env)
 
 

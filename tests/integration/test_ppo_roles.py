@@ -8,9 +8,6 @@ here even though Adam's first step hides gradient scale in the weights).
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -30,44 +27,50 @@ def synthetic_minibatch(B: int = 8, P: int = 4, R: int = 5, seed: int = 0) -> di
             "old_logprobs": -5.0 + 0.1 * torch.randn(B, R, generator=g), "advantages": torch.randn(B, R, generator=g)}
 
 
-def _train_once(rank: int, world: int, port: int, model_dir: str, queue) -> None:
-    os.environ.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+def run_groups(worlds: tuple[int, ...], model_dir: str) -> dict[int, list]:
+    """One actor role group per world size on the session's Ray, all at the same time, each rank training on its
+    shard of one minibatch: {world: [(rank, stats, fingerprint)]}. The ranks live in warm hosts (processes that
+    earlier PPO jobs of the session left with the stack imported), as in a PPO job; new processes would spend
+    most of the test importing it."""
+    import ray
+
     from orchestrator.kinds import load
+    from orchestrator.rlhf.placement import RoleGroup, create_placement_group
     from orchestrator.rlhf.roles import PolicyRole
     from orchestrator.rlhf.rollout import shard_rows
+    from orchestrator.runtime.ray_runtime import worker_env
+    from ray.util.placement_group import remove_placement_group
 
-    cfg = load("ppo", ["ppo.rollout_batch_size=8", "ppo.minibatch_size=8", "parallel.micro_batch_size=2",
-                       f"ppo.actor.num_workers={world}", "ppo.entropy_coef=0.01"])
-    role = PolicyRole(cfg, model_dir, True, total_updates=2, rank=rank, world_size=world, master=f"127.0.0.1:{port}")
     mb = synthetic_minibatch()
     num_tokens = float(mb["response_mask"].sum())
-    stats = role.train_minibatch(shard_rows(mb, world)[rank], num_tokens)
-    queue.put((world, rank, stats, role.state_fingerprint()))
+    groups, pgs = {}, []
+    try:
+        for world in worlds:
+            cfg = load("ppo", ["ppo.rollout_batch_size=8", "ppo.minibatch_size=8", "parallel.micro_batch_size=2",
+                               f"ppo.actor.num_workers={world}", "ppo.entropy_coef=0.01", "cluster.num_cpus=2"])
+            pg, index = create_placement_group(cfg.ppo, ("actor",))
+            pgs.append(pg)
+            groups[world] = RoleGroup("actor", PolicyRole, cfg.ppo.actor, pg, index["actor"],
+                                      lambda r, n, m, cfg=cfg: ((cfg, model_dir, True),
+                                                                dict(total_updates=2, rank=r, world_size=n, master=m)),
+                                      worker_env(cfg.cluster))
+        ray.get([f for g in groups.values() for f in g.ready()])
+        stats = {w: g.call_sharded("train_minibatch", shard_rows(mb, w), num_tokens) for w, g in groups.items()}
+        out = {w: list(zip(range(w), ray.get(stats[w]), ray.get(g.call("state_fingerprint"))))
+               for w, g in groups.items()}
+        for g in groups.values():
+            g.give_back()
+        return out
+    except BaseException:
+        for g in groups.values():
+            g.kill()
+        raise
+    finally:
+        for pg in pgs:
+            remove_placement_group(pg)
 
 
-def run_groups(worlds: tuple[int, ...], model_dir: str) -> dict[int, list]:
-    """Run one process group per world size, all at the same time (imports dominate the cost)."""
-    from orchestrator.core.dist import free_port
-
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = []
-    for world in worlds:
-        port = free_port()
-        procs += [ctx.Process(target=_train_once, args=(r, world, port, model_dir, queue)) for r in range(world)]
-    for p in procs:
-        p.start()
-    out: dict[int, list] = {w: [] for w in worlds}
-    for _ in procs:
-        world, rank, stats, fp = queue.get(timeout=300)
-        out[world].append((rank, stats, fp))
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    return out
-
-
-def test_two_rank_actor_step_equals_single_rank_step(tmp_path):
+def test_two_rank_actor_step_equals_single_rank_step(ray_local, tmp_path):
     from orchestrator.config.model import ModelConfig
     from orchestrator.models.build import build_causal_lm
 
