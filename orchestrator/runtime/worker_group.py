@@ -131,9 +131,9 @@ class WorkerHost:
     def run(self, fn: Callable[[Any], Any], config: Any, ctx: RankContext, master: str, backend: str,
             devices: Optional[str]) -> Any:
         global _CONTEXT
-        import torch.distributed as dist
+        self._ready(devices)  # first: the preload thread may still be importing torch (a concurrent
+        import torch.distributed as dist  # import of torch.distributed aborted fresh hosts in c10d_init)
 
-        self._ready(devices)
         addr, port = master.rsplit(":", 1)
         os.environ.update(RANK=str(ctx.rank), WORLD_SIZE=str(ctx.world_size), LOCAL_RANK=str(ctx.local_rank),
                           LOCAL_WORLD_SIZE=str(ctx.local_world_size), NODE_RANK=str(ctx.node_rank),
