@@ -114,22 +114,6 @@ def test_system_metrics_are_logged(cfg, monkeypatch):
         assert tr2._system_monitor is None
 
 
-def test_from_run_connects_in_the_background_and_writes_each_step_once(cfg):
-    """A logger made from a URI (rank 0 in a worker) builds its client and opens the store at once, off the
-    caller's thread, so the first synchronous flush (before a checkpoint commit) does not pay for it."""
-    with JobTracker.start(cfg) as tr:
-        run_id = tr.run_id
-    logger = MetricsLogger.from_run(cfg.tracking.uri, run_id, flush_every=1000, flush_interval_s=3600)
-    assert logger._thread is not None and logger._thread.name == "mlflow-connect"
-    logger._thread.join(60)
-    assert logger._client is not None  # connected before anything was logged
-    for step in (1, 2, 2, 3):  # a replayed step is written once
-        logger.log({"loss": 1.0 / step}, step)
-    assert logger.flush() and logger.pending == 0
-    got = [(m.step, m.value) for m in MlflowClient(cfg.tracking.uri).get_metric_history(run_id, "loss")]
-    assert sorted(got) == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
-
-
 def test_from_run_with_an_unreachable_server_neither_raises_nor_blocks(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
