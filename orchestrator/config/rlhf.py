@@ -109,7 +109,20 @@ class RoleConfig(Frozen):
 
 
 @dataclass
-class PPOOptions(Frozen):
+class SharedRoleProcesses(Frozen):
+    """The option ``ppo`` and ``grpo`` share on how their frozen roles are hosted."""
+
+    share_processes: bool = True
+    """With ``colocate``: the frozen roles (reference, reward) live inside the actor's processes instead of
+    processes of their own (rank r of a frozen role beside actor rank r mod actor ranks), as verl's fused
+    workers do: one stack import and one CUDA context less per frozen rank (a PPO job starts 2 processes,
+    not 4; a grpo job 1, not 3) at the price of those roles' calls taking turns with the actor's in that
+    process. Trained roles (actor, critic) keep their own processes and process groups. false = one process
+    per role rank, e.g. to overlap reference and reward work with the actor on a larger machine."""
+
+
+@dataclass
+class PPOOptions(SharedRoleProcesses):
     reward_model: Optional[str] = None
     """Reward model dir (written by the ``reward_model`` job) or MLflow URI: its score is the reward, and
     ``reward.functions`` (if any) are computed alongside for monitoring only (``rule_score_mean``).
@@ -171,13 +184,6 @@ class PPOOptions(Frozen):
     colocate: bool = True
     """Pack all role actors into one placement-group bundle set (STRICT_PACK, one node); false spreads
     each role over its own bundles (PACK), e.g. to put roles on different GPUs/nodes."""
-    share_processes: bool = True
-    """With ``colocate``: the frozen roles (reference, reward) live inside the actor's processes instead of
-    processes of their own (rank r of a frozen role beside actor rank r mod actor ranks), as verl's fused
-    workers do: one stack import and one CUDA context less per frozen rank (a PPO job starts 2 processes,
-    not 4; a grpo job 1, not 3) at the price of those roles' calls taking turns with the actor's in that
-    process. Trained roles (actor, critic) keep their own processes and process groups. false = one process
-    per role rank, e.g. to overlap reference and reward work with the actor on a larger machine."""
     actor: RoleConfig = field(default_factory=RoleConfig)
     """The policy being trained (generates the rollouts)."""
     critic: RoleConfig = field(default_factory=RoleConfig)
@@ -300,7 +306,7 @@ class RewardConfig(RewardFunctionsConfig):
 
 
 @dataclass
-class GRPOOptions(Frozen):
+class GRPOOptions(SharedRoleProcesses):
     """Critic-free RL on the PPO role controller: actor, reference (none when ``kl_coef`` is 0), reward."""
 
     group_size: int = 8
@@ -383,13 +389,6 @@ class GRPOOptions(Frozen):
     """Rows in each sample table."""
     colocate: bool = True
     """Pack all role actors into one STRICT_PACK placement group (one node); false spreads them (PACK)."""
-    share_processes: bool = True
-    """With ``colocate``: the frozen roles (reference, reward) live inside the actor's processes instead of
-    processes of their own (rank r of a frozen role beside actor rank r mod actor ranks), as verl's fused
-    workers do: one stack import and one CUDA context less per frozen rank (a PPO job starts 2 processes,
-    not 4; a grpo job 1, not 3) at the price of those roles' calls taking turns with the actor's in that
-    process. Trained roles (actor, critic) keep their own processes and process groups. false = one process
-    per role rank, e.g. to overlap reference and reward work with the actor on a larger machine."""
     actor: RoleConfig = field(default_factory=RoleConfig)
     """The policy being trained (also generates the rollouts)."""
     reference: RoleConfig = field(default_factory=RoleConfig)
