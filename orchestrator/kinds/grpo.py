@@ -14,7 +14,6 @@ and its generation prompt; generation then stops at the template's end of turn),
 from __future__ import annotations
 
 import contextlib
-
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path

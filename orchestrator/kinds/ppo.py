@@ -12,7 +12,6 @@ reward role (:class:`orchestrator.rlhf.grpo_roles.RewardFunctionRole`).
 from __future__ import annotations
 
 import contextlib
-
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
