@@ -25,7 +25,9 @@ from orchestrator.core.timing import Phases, one_line
 from orchestrator.engine.checkpoint import latest_committed, read_trainer_state
 from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
 from orchestrator.runtime.ray_runtime import ray_session
+from orchestrator.runtime.worker_group import driver_node
 from orchestrator.tracking import config_hash, job_run, lineage_tags
+from orchestrator.tracking.relay import relay_metrics
 from orchestrator.training.inputs import (PACKED, dataset_dir, ensure_job_chat_template, pick_tokenizer,
                                           resolve_model)
 from orchestrator.training.metrics import read_steps
@@ -170,11 +172,14 @@ def _train(cfg: TrainJobConfig, task: TrainTask, p: dict[str, Any], tracker: Any
                       extra_state={"config_hash": config_hash(cfg), "shape": shape_fingerprint(cfg),
                                    "schedule": schedule_fingerprint(cfg), "mlflow_run_id": tracker.run_id,
                                    "dataset_dir": str(data)},
-                      export_dir=export_dir, attempt_id=uuid.uuid4().hex)
+                      export_dir=export_dir, attempt_id=uuid.uuid4().hex,
+                      relay_node=driver_node() if tracker.run_id else None)
     (Path(cfg.output_dir) / STARTUP_FILE).unlink(missing_ok=True)
     phases.add("fit_start_time", time.time())  # a timestamp, replaced by worker_group below
     try:
-        with phases.phase("fit"), StepProgress(cfg.kind, Path(cfg.output_dir) / "steps.jsonl", cfg.trainer.max_steps):
+        with phases.phase("fit"), StepProgress(cfg.kind, Path(cfg.output_dir) / "steps.jsonl", cfg.trainer.max_steps), \
+                (relay_metrics(cfg.output_dir, tracker.client, tracker.run_id) if args.relay_node
+                 else contextlib.nullcontext()):
             fit_worker_group(cfg, train_worker, {"args": args})
     finally:
         (checkpoint_root(cfg) / f".started_{args.attempt_id}").unlink(missing_ok=True)

@@ -134,7 +134,7 @@ class TrainTask:
                 log.warning("no sample tables: rank 0 does not hold whole weights with ZeRO-3, tensor or pipeline "
                             "parallelism (set %s.sample_every=0 to silence this)", cfg.kind)
             return None
-        from orchestrator.tracking.samples import log_sample_table
+        from orchestrator.tracking.samples import log_sample_table, sample_artifact
 
         model = engine.module
         was_training = model.training
@@ -148,6 +148,8 @@ class TrainTask:
         table = {"step": [step] * len(next(iter(table.values()))), **table}
         path = log_sample_table(getattr(sink, "client", None), getattr(sink, "run_id", None), table, step,
                                 cfg.output_dir)
+        if hasattr(sink, "table_written"):  # a RelaySink: the driver logs the local copy into the run
+            sink.table_written(sample_artifact(step))
         return str(path)
 
 

@@ -111,7 +111,12 @@ def test_interrupt_resume_and_recovery_are_bit_exact(reference, faulted, ws, sta
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_mlflow_has_every_step_exactly_once(reference, faulted, ws, stage):
+    from orchestrator.tracking.relay import ACK_FILE, RELAY_FILE
+
     for res in (reference[stage], faulted[stage][1]):
+        # rank 0 ran on the driver's node: it relayed its metrics and the driver wrote them (no MLflow in rank 0)
+        assert (ws / res["output_dir"] / RELAY_FILE).stat().st_size > 0
+        assert (ws / res["output_dir"] / ACK_FILE).read_text().split()[1] == "ok"
         points = _metric_steps(ws, res["run_id"], "loss")
         assert [p[0] for p in points] == list(range(1, STEPS + 1))
         assert [p[1] for p in points] == pytest.approx([res["losses"][k] for k in range(1, STEPS + 1)])
