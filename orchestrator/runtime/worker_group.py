@@ -53,6 +53,9 @@ class GroupSpec:
     placement: str = "pack"
     env: tuple[tuple[str, str], ...] = ()
     """Environment of the worker processes (set before anything is imported in them)."""
+    model_parallel: int = 1
+    """Ranks of one tensor/pipeline-parallel group (tp*pp): they get one placement-group bundle together, so
+    Ray puts the whole group on one node, and consecutive ranks."""
 
 
 @dataclass(frozen=True)
@@ -309,8 +312,11 @@ def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int])
 
 def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int], env: dict[str, str],
            preload: tuple[str, ...] = ()) -> list[Host]:
-    """One host per bundle index (``pg`` must be ready): an idle host on the bundle's node with this env
-    and devices, else a new one there (it starts importing ``preload`` at once)."""
+    """One host per entry of ``indices`` (``pg`` must be ready): an idle host on that bundle's node with this
+    env and devices, else a new one there (it starts importing ``preload`` at once).
+
+    An index may repeat: the ranks of a model-parallel group share one bundle (it holds all their
+    resources, so Ray keeps them on one node); a bundle's GPUs are then split among its hosts in order."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -319,7 +325,8 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
     if len(alive) == 1 and not any(bundles[i].get("GPU") for i in indices):
         places = [(alive[0], None)] * len(indices)  # one node, no devices: nothing to ask the bundles
     else:
-        places = _probe(pg, bundles, indices)
+        distinct = list(dict.fromkeys(indices))
+        places = share_bundles(indices, dict(zip(distinct, _probe(pg, bundles, distinct))))
     idle, hosts = _idle(), []
     idle[:] = [h for h in idle if h.node_id in alive]  # hosts of a lost node went with it (a rejoined node has a new id)
     cls = ray.remote(WorkerHost)
@@ -333,6 +340,23 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
             node_id=node, soft=False)).remote(dict(env), preload)
         hosts.append(Host(actor, node, key, devices))
     return hosts
+
+
+def share_bundles(indices: Sequence[int], where: dict[int, tuple[str, Optional[str]]]) -> list[tuple[str, Optional[str]]]:
+    """(node id, GPU ids) of each host from its bundle's (``where``): hosts sharing a bundle get its node and
+    an equal, ordered share of its GPUs (all of them when there are fewer GPUs than hosts)."""
+    count = {i: list(indices).count(i) for i in where}
+    taken: dict[int, int] = {}
+    out = []
+    for i in indices:
+        node, gpus = where[i]
+        j = taken[i] = taken.get(i, -1) + 1
+        ids = gpus.split(",") if gpus else []
+        per = len(ids) // count[i]
+        if per:
+            gpus = ",".join(ids[j * per:(j + 1) * per])
+        out.append((node, gpus))
+    return out
 
 
 def prewarm(num: int, env: dict[str, str], preload: tuple[str, ...]) -> None:
