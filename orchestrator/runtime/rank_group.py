@@ -118,6 +118,8 @@ def _start(spec: GroupSpec, preload: tuple[str, ...], sizes: Sequence[int] = (),
     import ray
 
     sizes = tuple(sizes) or (spec.num_workers,)
+    lost = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.NodeDiedError,
+            ray.exceptions.WorkerCrashedError, ray.exceptions.TaskUnschedulableError)
     for attempt in range(1, attempts + 1):
         pg, world = _reserve_sized(spec, sizes, wait_s)
         bundles, indices = group_bundles(spec, world)
@@ -125,7 +127,7 @@ def _start(spec: GroupSpec, preload: tuple[str, ...], sizes: Sequence[int] = (),
         try:
             hosts = borrow(pg, bundles, indices, dict(spec.env), preload)
             return (pg, *_wire(hosts, spec.model_parallel), )
-        except ray.exceptions.RayActorError as exc:
+        except lost as exc:  # a host, or a bundle's probe, on a dead node
             kill_hosts(hosts)
             _remove(pg)
             if attempt == attempts:

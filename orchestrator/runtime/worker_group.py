@@ -293,6 +293,12 @@ def give_back(hosts: Sequence[Host]) -> None:
         kill_hosts([idle.pop(0)])
 
 
+PROBE_TIMEOUT_S = 30.0
+"""How long the bundles' probe may take (about a second normally): a bundle granted on a node that died before
+Ray's health checks noticed is rescheduled, and may find no room left on the other nodes, so its probe would
+wait forever; timing out makes the caller release the group and reserve a new one (see ``rank_group._start``)."""
+
+
 def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int]) -> list[tuple[str, Optional[str]]]:
     """(node id, visible GPU ids or None) of each bundle, by a tiny task placed in it."""
     import ray
@@ -305,7 +311,7 @@ def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int])
     refs = [task.options(num_cpus=0, num_gpus=bundles[i].get("GPU", 0), scheduling_strategy=PlacementGroupSchedulingStrategy(
         placement_group=pg, placement_group_bundle_index=i)).remote() for i in indices]
     out = []
-    for node, gpus in ray.get(refs):
+    for node, gpus in ray.get(refs, timeout=PROBE_TIMEOUT_S):
         out.append((node, ",".join(gpus) if gpus else None))
     return out
 
