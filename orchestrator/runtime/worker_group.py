@@ -11,8 +11,8 @@ pipeline paid that at every stage, a test suite at every test.
 Resources: a host reserves nothing itself (``num_cpus=0``). Each job reserves what it uses with its own
 placement group (a bundle per training rank or per TP/PP group, or the RL roles' bundles) and borrows one idle
 host per rank or role on the node where its bundle was granted (a new host when none is idle there), so idle
-hosts never keep CPUs/GPUs from other work and the job's reservation goes when the job ends. Hosts are reused only with the
-same environment (set before anything is imported in them) and the same devices. At most
+hosts never keep CPUs/GPUs from other work and the job's reservation goes when the job ends. Hosts are reused
+only with the same environment (set before anything is imported in them) and the same devices. At most
 :data:`MAX_IDLE` hosts stay idle; ``ORCHESTRATOR_WARM_WORKERS=0`` ends every host with its job.
 
 Failure handling (training; what Ray Train's ``FailureConfig`` gave us, without its checkpoint registry: ours
