@@ -25,18 +25,18 @@ def where(config: dict) -> dict:
 
 
 def main(address: str, layouts: list[dict]) -> None:
-    import ray
-
+    from orchestrator.config.cluster import ClusterConfig
     from orchestrator.runtime.rank_group import run_on_group
+    from orchestrator.runtime.ray_runtime import ray_session, worker_env
     from orchestrator.runtime.worker_group import GroupSpec, driver_node
 
-    ray.init(address=address, logging_level="ERROR")
-    env = (("OMP_NUM_THREADS", "1"), ("ORCHESTRATOR_TEST_MARK", "placement-probe"))
-    for layout in layouts:
-        spec = GroupSpec(num_workers=layout["num_workers"], model_parallel=layout["model_parallel"],
-                         placement=layout["placement"], env=env)
-        print(json.dumps(run_on_group(spec, where, {"driver": driver_node()})), flush=True)
-    ray.shutdown()
+    cluster = ClusterConfig(address=address)
+    env = tuple(sorted(worker_env(cluster).items()))
+    with ray_session(cluster):  # connected the way a job's driver connects
+        for layout in layouts:
+            spec = GroupSpec(num_workers=layout["num_workers"], model_parallel=layout["model_parallel"],
+                             placement=layout["placement"], env=env)
+            print(json.dumps(run_on_group(spec, where, {"driver": driver_node()})), flush=True)
 
 
 if __name__ == "__main__":
