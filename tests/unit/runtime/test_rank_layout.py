@@ -40,3 +40,40 @@ def test_hosts_sharing_a_bundle_split_its_gpus():
     where = {0: ("n1", "4,5"), 1: ("n2", "0,1"), 2: ("n3", None)}
     assert share_bundles([0, 0, 1, 1, 2], where) == [("n1", "4"), ("n1", "5"), ("n2", "0"), ("n2", "1"), ("n3", None)]
     assert share_bundles([0], {0: ("n1", "2,3")}) == [("n1", "2,3")]  # a role's bundle: all its GPUs
+
+
+class _FakePG:
+    def __init__(self, world: int, fits: int) -> None:
+        self.world, self.fits, self.waits = world, fits, []
+
+    def wait(self, timeout_seconds: float) -> bool:
+        self.waits.append(timeout_seconds)
+        return self.world <= self.fits
+
+
+def test_a_restart_tries_the_full_group_then_smaller_sizes_and_keeps_the_first_that_fits(monkeypatch):
+    """Elastic restarts (``cluster.min_workers``): the full size waits ``wait_s``, each smaller size briefly; the
+    first granted wins and the refused reservations are removed."""
+    import ray
+
+    from orchestrator.runtime import rank_group
+
+    made, removed = [], []
+
+    def reserve(bundles, strategy):
+        made.append(_FakePG(sum(int(b["CPU"]) for b in bundles), fits=4))
+        return made[-1]
+
+    monkeypatch.setattr(rank_group, "_reserve", reserve)
+    monkeypatch.setattr(rank_group, "_remove", removed.append)
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 4.0})
+    spec = GroupSpec(num_workers=8, model_parallel=2)
+    pg, world = rank_group._reserve_sized(spec, (8, 6, 4, 2), wait_s=12.0)
+    assert world == 4 and pg is made[-1]
+    assert [p.world for p in made] == [8, 6, 4] and removed == made[:2]
+    assert [p.waits for p in made] == [[12.0], [rank_group.SMALLER_TRY_S], [rank_group.SMALLER_TRY_S]]
+    made.clear()
+    monkeypatch.setattr(rank_group, "_reserve", lambda bundles, strategy: made.append(_FakePG(len(bundles) * 2, 2))
+                        or made[-1])
+    assert rank_group._reserve_sized(spec, (8, 2), wait_s=0.0)[1] == 2  # the smallest size: waited for (30 s
+    assert [p.waits for p in made] == [[0.0], [30.0]]                    # at a time, with a warning)
