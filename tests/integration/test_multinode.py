@@ -282,10 +282,11 @@ def test_node_loss_with_min_workers_restarts_with_fewer_ranks_and_the_same_losse
     cluster.ensure_worker()
     ref, ref_steps = _losses(spread[0]), _steps(spread[0])
     proc, out = _job(cluster, "elastic", "cluster.placement=spread", "trainer.max_failures=1",
-                     "cluster.cpus_per_worker=2", 'cluster.env={OMP_NUM_THREADS:"1"}', "cluster.min_workers=1",
+                     "cluster.cpus_per_worker=2", "+cluster.env.OMP_NUM_THREADS=1", "cluster.min_workers=1",
                      "cluster.elastic_wait_s=5")
     root = _storage(cluster) / "elastic" / "checkpoints"
     _wait_for(root / "step_00000002" / "COMMITTED", proc)
+    assert proc.poll() is None, finish(proc)[1][-4000:]
     placement = json.loads((out / "placement.json").read_text())
     killed_at = max(_losses(out))
     cluster.kill_worker_node()
