@@ -58,8 +58,8 @@ def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], A
     returns each rank's result. A failure restarts the whole group up to ``trainer.max_failures`` times
     (the workers resume from the newest committed checkpoint), with fewer data-parallel ranks when
     ``cluster.min_workers`` allows it and the full group does not fit (:mod:`orchestrator.training.elastic`).
-    Must run inside
-    :func:`orchestrator.runtime.ray_runtime.ray_session`; the processes stay warm for the next job.
+    Must run inside :func:`orchestrator.runtime.ray_runtime.ray_session`; the processes stay warm for the
+    next job.
 
     Raises:
         WorkerGroupError: the group failed more than ``max_failures`` times (names the rank and the cause).
