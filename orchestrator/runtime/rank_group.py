@@ -40,6 +40,12 @@ SMALLER_TRY_S = 5.0
 group's bundles."""
 
 
+PROBE_TIMEOUT_S = 60.0
+"""How long borrowing a group may wait for its bundles' probe (about a second normally): a bundle granted on a
+node that died before Ray's health checks noticed is rescheduled and may find no room left on the other nodes,
+so its probe would wait forever; the timeout makes :func:`_start` release the group and reserve a new one."""
+
+
 def prepare(spec: GroupSpec, preload: tuple[str, ...] = ()) -> None:
     """Start hosts for ``spec`` now (one-node Ray; CPU), so they import ``preload`` while the driver does
     other work; :func:`run_on_group` then borrows them."""
@@ -125,7 +131,7 @@ def _start(spec: GroupSpec, preload: tuple[str, ...], sizes: Sequence[int] = (),
         bundles, indices = group_bundles(spec, world)
         hosts: list[Host] = []
         try:
-            hosts = borrow(pg, bundles, indices, dict(spec.env), preload)
+            hosts = borrow(pg, bundles, indices, dict(spec.env), preload, PROBE_TIMEOUT_S)
             return (pg, *_wire(hosts, spec.model_parallel), )
         except lost as exc:  # a host, or a bundle's probe, on a dead node
             kill_hosts(hosts)

@@ -293,14 +293,10 @@ def give_back(hosts: Sequence[Host]) -> None:
         kill_hosts([idle.pop(0)])
 
 
-PROBE_TIMEOUT_S = 30.0
-"""How long the bundles' probe may take (about a second normally): a bundle granted on a node that died before
-Ray's health checks noticed is rescheduled, and may find no room left on the other nodes, so its probe would
-wait forever; timing out makes the caller release the group and reserve a new one (see ``rank_group._start``)."""
-
-
-def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int]) -> list[tuple[str, Optional[str]]]:
-    """(node id, visible GPU ids or None) of each bundle, by a tiny task placed in it."""
+def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
+           timeout_s: Optional[float] = None) -> list[tuple[str, Optional[str]]]:
+    """(node id, visible GPU ids or None) of each bundle, by a tiny task placed in it (``GetTimeoutError``
+    after ``timeout_s``)."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -311,18 +307,19 @@ def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int])
     refs = [task.options(num_cpus=0, num_gpus=bundles[i].get("GPU", 0), scheduling_strategy=PlacementGroupSchedulingStrategy(
         placement_group=pg, placement_group_bundle_index=i)).remote() for i in indices]
     out = []
-    for node, gpus in ray.get(refs, timeout=PROBE_TIMEOUT_S):
+    for node, gpus in ray.get(refs, timeout=timeout_s):
         out.append((node, ",".join(gpus) if gpus else None))
     return out
 
 
 def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int], env: dict[str, str],
-           preload: tuple[str, ...] = ()) -> list[Host]:
+           preload: tuple[str, ...] = (), probe_timeout_s: Optional[float] = None) -> list[Host]:
     """One host per entry of ``indices`` (``pg`` must be ready): an idle host on that bundle's node with this
     env and devices, else a new one there (it starts importing ``preload`` at once).
 
     An index may repeat: the ranks of a model-parallel group share one bundle (it holds all their
-    resources, so Ray keeps them on one node); a bundle's GPUs are then split among its hosts in order."""
+    resources, so Ray keeps them on one node); a bundle's GPUs are then split among its hosts in order.
+    ``probe_timeout_s``: how long asking the bundles where they are may take (``GetTimeoutError`` after it)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -332,7 +329,7 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
         places = [(alive[0], None)] * len(indices)  # one node, no devices: nothing to ask the bundles
     else:
         distinct = list(dict.fromkeys(indices))
-        places = share_bundles(indices, dict(zip(distinct, _probe(pg, bundles, distinct))))
+        places = share_bundles(indices, dict(zip(distinct, _probe(pg, bundles, distinct, probe_timeout_s))))
     idle, hosts = _idle(), []
     idle[:] = [h for h in idle if h.node_id in alive]  # hosts of a lost node went with it (a rejoined node has a new id)
     cls = ray.remote(WorkerHost)
