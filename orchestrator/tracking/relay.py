@@ -86,14 +86,14 @@ class RelaySink:
         """Ask the driver to write everything queued; True once it says all of it is in the store, False when
         it could not (store unreachable) or did not answer within ``timeout_s`` (default: the sink's)."""
         offset = self._write({"flush": True})
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
         while True:
             done, ok = _read_ack(self._ack)
             if done >= offset:
                 return ok
             if time.monotonic() > deadline:
-                log.warning("the driver did not confirm the MLflow write within %.0f s; training goes on",
-                            self.timeout_s if timeout_s is None else timeout_s)
+                log.warning("the driver did not confirm the MLflow write within %.0f s; training goes on", limit)
                 return False
             time.sleep(POLL_S / 5)
 
@@ -113,9 +113,9 @@ def _read_ack(path: Path) -> tuple[int, bool]:
 
 
 def _write_ack(path: Path, offset: int, ok: bool) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{offset} {'ok' if ok else 'failed'}\n")
-    os.replace(tmp, path)
+    from orchestrator.core.files import atomic_write_text  # rank 0 never reads a torn acknowledgement
+
+    atomic_write_text(path, f"{offset} {'ok' if ok else 'failed'}\n")
 
 
 class _Tail:

@@ -155,7 +155,7 @@ def run_worker(args: WorkerArgs, reporter: Any, entry_time: Optional[float] = No
     if resume_dir and rank == 0:
         log.warning("resumed from %s at step %d", resume_dir, state.step)
     sink = None
-    if rank == 0 and args.run_id and args.relay_node and args.relay_node == reporter.node_id:
+    if rank == 0 and args.run_id and args.relay_node == reporter.node_id:  # relay_node None: never equal
         from orchestrator.tracking.relay import RelaySink
 
         sink = RelaySink(out, args.run_id)  # the driver writes to MLflow (no ~3 s MLflow import here)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported anywhere in this process
 
@@ -115,8 +116,9 @@ def test_mlflow_has_every_step_exactly_once(reference, faulted, ws, stage):
 
     for res in (reference[stage], faulted[stage][1]):
         # rank 0 ran on the driver's node: it relayed its metrics and the driver wrote them (no MLflow in rank 0)
-        assert (ws / res["output_dir"] / RELAY_FILE).stat().st_size > 0
-        assert (ws / res["output_dir"] / ACK_FILE).read_text().split()[1] == "ok"
+        out = Path(res["output_dir"])
+        assert (out / RELAY_FILE).stat().st_size > 0
+        assert (out / ACK_FILE).read_text().split()[1] == "ok"
         points = _metric_steps(ws, res["run_id"], "loss")
         assert [p[0] for p in points] == list(range(1, STEPS + 1))
         assert [p[1] for p in points] == pytest.approx([res["losses"][k] for k in range(1, STEPS + 1)])
