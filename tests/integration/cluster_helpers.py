@@ -71,6 +71,17 @@ class LocalCluster:
         return ["submit", "pretrain", "--address", self.address, "tracking=server", f"tracking.uri={self.mlflow_uri}",
                 f"workspace={self.workspace}", f"run_name={run_name}", *TINY_PRETRAIN, *extra]
 
+    def job_status(self, job_id: str) -> tuple[str, str]:
+        """(status, the end of its logs) of a Ray job, straight from the Jobs REST API with the cluster's token
+        (no CLI process: tests poll it while a job runs)."""
+        import requests
+
+        auth = {"Authorization": f"Bearer {self.token}"}
+        info = requests.get(f"{self.address}/api/jobs/{job_id}", headers=auth, timeout=30)
+        info.raise_for_status()
+        logs = requests.get(f"{self.address}/api/jobs/{job_id}/logs", headers=auth, timeout=30)
+        return info.json()["status"], (logs.json().get("logs", "") if logs.ok else logs.text)[-4000:]
+
     def mlflow_get(self, path: str, **params) -> dict:
         """GET the MLflow REST API of the cluster's server."""
         import requests

@@ -52,10 +52,15 @@ def test_submitted_pretrain_succeeds_with_its_run_on_the_server(local_cluster, f
         listing.stdout + listing.stderr
 
 
-def _wait_for(path: Path, timeout_s: float) -> None:
-    deadline = time.time() + timeout_s
+def _wait_for(path: Path, timeout_s: float, cluster, job_id: str) -> None:
+    """Until ``path`` exists; fails at once, with the job's logs, when the job ends without writing it."""
+    deadline, checked = time.time() + timeout_s, time.time()
     while not path.exists():
-        assert time.time() < deadline, f"{path} did not appear in {timeout_s}s"
+        if time.time() - checked > 5:
+            status, logs = cluster.job_status(job_id)
+            assert status in ("PENDING", "RUNNING") or path.exists(), f"job {job_id} {status} before {path}: {logs}"
+            checked = time.time()
+        assert time.time() < deadline, f"{path} did not appear in {timeout_s}s: {cluster.job_status(job_id)}"
         time.sleep(0.5)
 
 
@@ -64,7 +69,8 @@ def test_stop_marks_run_killed_and_resume_continues_the_same_run(local_cluster, 
     sub = local_cluster.cli(*local_cluster.submit_args("stopresume", f"trainer.max_steps={steps}"))
     assert sub.returncode == 0, sub.stdout + sub.stderr
     job_id, run_id = field_of(sub.stdout, "job"), field_of(sub.stdout, "mlflow_run_id")
-    _wait_for(local_cluster.workspace / "stopresume" / "checkpoints" / "step_00000004", 300)
+    _wait_for(local_cluster.workspace / "stopresume" / "checkpoints" / "step_00000004", 300, local_cluster, job_id)
+    assert local_cluster.job_status(job_id)[0] == "RUNNING"  # the job status the stop below changes
 
     stop = local_cluster.cli("stop", job_id, "--address", local_cluster.address)
     assert stop.returncode == 0, stop.stdout + stop.stderr
