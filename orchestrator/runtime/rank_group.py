@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from orchestrator.config.plan import model_parallel_groups
-from orchestrator.runtime.worker_group import (GroupSpec, Host, RankContext, WorkerGroupError, borrow, driver_node,
-                                               give_back, kill_hosts, prewarm)
+from orchestrator.runtime.worker_group import (GroupSpec, Host, RankContext, RendezvousError, WorkerGroupError, borrow,
+                                               driver_node, give_back, kill_hosts, prewarm)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ SMALLER_TRY_S = 5.0
 """How long a restart waits for each smaller world size but the smallest: the capacity left is known by then
 (a placement group that fits is granted within a second), so this only covers the release of the last
 group's bundles."""
+
+
+RENDEZVOUS_RETRIES = 2
+"""How many times a group whose process group could not form (:class:`RendezvousError` on every failing rank,
+before the function ran anywhere) is formed again on new hosts without counting against ``max_failures``."""
 
 
 PROBE_TIMEOUT_S = 60.0
@@ -65,7 +70,7 @@ def run_on_group(spec: GroupSpec, fn: Callable[[Any], Any], config: Any, *, max_
     Raises:
         WorkerGroupError: more than ``max_failures`` failures (chained to the root cause's exception).
     """
-    failures = 0
+    failures = rendezvous = 0
     while True:
         sizes = (spec.num_workers, *(elastic.world_sizes if elastic is not None and failures else ()))
         pg, hosts, contexts, master, devices = _start(spec, preload, sizes, elastic.wait_s if elastic else 0.0)
@@ -84,10 +89,16 @@ def run_on_group(spec: GroupSpec, fn: Callable[[Any], Any], config: Any, *, max_
             kill_hosts(hosts)
         finally:
             _remove(pg)
-        failures += 1
         rank, exc = error
         ctx = contexts[rank]
         where = f"rank {rank} of {ctx.world_size} (node {ctx.node_id[:12]})"
+        if isinstance(_cause(exc), RendezvousError) and rendezvous < RENDEZVOUS_RETRIES:
+            rendezvous += 1
+            log.warning("%s: %s could not join the process group (%s); forming the group again on new hosts "
+                        "(%d/%d, not counted as a failure)", what, where, describe(exc), rendezvous,
+                        RENDEZVOUS_RETRIES)
+            continue
+        failures += 1
         if failures > max_failures:
             raise WorkerGroupError(f"{what} failed {failures} time(s) (max_failures={max_failures}); "
                                    f"{where}: {describe(exc)}") from exc
@@ -271,8 +282,19 @@ def _run_once(hosts: list[Host], contexts: list[RankContext], master: str, devic
     if not errors:
         return None, ray.get(refs)
     lost = [r for r, e in sorted(errors.items()) if isinstance(e, ray.exceptions.RayActorError)]
-    rank = lost[0] if lost else min(errors)
+    # a rank that failed after joining (its own error) is the cause of its peers' rendezvous errors
+    own = [r for r, e in sorted(errors.items()) if not isinstance(_cause(e), RendezvousError)]
+    rank = lost[0] if lost else (own[0] if own else min(errors))
     return (rank, errors[rank]), []
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """A rank's own exception, unwrapped from Ray's task error."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "cause", None) is not None:
+        return exc.cause
+    return exc
 
 
 def describe(exc: BaseException) -> str:
@@ -281,7 +303,6 @@ def describe(exc: BaseException) -> str:
 
     if isinstance(exc, ray.exceptions.RayActorError):
         return "the worker process died (killed, out of memory, or its node was lost)"
-    if isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "cause", None) is not None:
-        exc = exc.cause
+    exc = _cause(exc)
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]

@@ -43,6 +43,13 @@ class WorkerGroupError(RuntimeError):
     """The group failed more often than ``max_failures`` allows; the message names the rank and the cause."""
 
 
+class RendezvousError(RuntimeError):
+    """A rank could not join the group's ``torch.distributed`` process group: nothing of the job ran yet, so
+    :func:`orchestrator.runtime.rank_group.run_on_group` forms the group again on new hosts without counting a
+    failure (gloo's full-mesh connect between fresh processes fails now and then on a loaded machine:
+    "Connection closed by peer" with every process alive)."""
+
+
 @dataclass(frozen=True)
 class GroupSpec:
     """The layout of a training job's worker group."""
@@ -145,7 +152,13 @@ class WorkerHost:
             import torch
 
             torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group(backend, init_method=f"tcp://{master}", rank=ctx.rank, world_size=ctx.world_size)
+        try:
+            dist.init_process_group(backend, init_method=f"tcp://{master}", rank=ctx.rank, world_size=ctx.world_size)
+        except Exception as exc:  # noqa: BLE001 - any failure to join is a rendezvous failure
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            raise RendezvousError(f"rank {ctx.rank} could not join the process group at {master}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         _CONTEXT = ctx
         try:
             return fn(config)
