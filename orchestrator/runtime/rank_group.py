@@ -136,7 +136,8 @@ def _start(spec: GroupSpec, preload: tuple[str, ...], sizes: Sequence[int] = (),
 
     sizes = tuple(sizes) or (spec.num_workers,)
     lost = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.NodeDiedError,
-            ray.exceptions.WorkerCrashedError, ray.exceptions.TaskUnschedulableError)
+            ray.exceptions.WorkerCrashedError, ray.exceptions.TaskUnschedulableError,
+            ray.exceptions.ActorUnschedulableError)
     for attempt in range(1, attempts + 1):
         pg, world = _reserve_sized(spec, sizes, wait_s)
         bundles, indices = group_bundles(spec, world)

@@ -306,6 +306,17 @@ def give_back(hosts: Sequence[Host]) -> None:
         kill_hosts([idle.pop(0)])
 
 
+def bundle_nodes(pg: Any, indices: Sequence[int]) -> list[str]:
+    """The node id of each bundle of ``indices`` (``pg`` ready), as the GCS placed them: no task, so no
+    worker process started per node just to ask (a CPU bundle needs nothing else; GPU bundles are probed for
+    their device ids, see :func:`_probe`). A bundle on a node that died before Ray noticed names that node; the
+    host started there then fails like one that died, and the caller starts a new group."""
+    from ray.util.placement_group import placement_group_table
+
+    nodes = placement_group_table(pg)["bundles_to_node_id"]
+    return [nodes[i] for i in indices]
+
+
 def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
            timeout_s: Optional[float] = None) -> list[tuple[str, Optional[str]]]:
     """(node id, visible GPU ids or None) of each bundle, by a tiny task placed in it (``GetTimeoutError``
@@ -340,6 +351,8 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
     alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
     if len(alive) == 1 and not any(bundles[i].get("GPU") for i in indices):
         places = [(alive[0], None)] * len(indices)  # one node, no devices: nothing to ask the bundles
+    elif not any(bundles[i].get("GPU") for i in indices):
+        places = [(node, None) for node in bundle_nodes(pg, indices)]
     else:
         distinct = list(dict.fromkeys(indices))
         places = share_bundles(indices, dict(zip(distinct, _probe(pg, bundles, distinct, probe_timeout_s))))
