@@ -31,6 +31,9 @@ class TrainPlan:
     """Estimated per-worker memory: model states (ZeRO formula), activations, total."""
     placement: dict[str, Any] = field(default_factory=dict)
     """``cluster.placement``: Ray's strategy and which ranks it puts together (see :func:`placement_plan`)."""
+    elastic_world_sizes: list[int] = field(default_factory=list)
+    """Smaller world sizes a restart may use when the full group does not fit (``cluster.min_workers``; see
+    :func:`elastic_world_sizes`); empty = no elastic shrink."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,18 +72,54 @@ def activation_bytes(cfg: TrainJobConfig, tp: int, pp: int, bytes_per_value: int
     return layers * per_layer + logits
 
 
-def placement_plan(strategy: str, world: int, model_parallel: int) -> dict[str, Any]:
-    """Which ranks land together under ``cluster.placement``.
+def model_parallel_groups(world: int, model_parallel: int) -> list[list[int]]:
+    """The ranks of each model-parallel (TP or PP) group: ``model_parallel`` consecutive ranks (DeepSpeed's
+    (data, tensor) mesh and our (data, pipe) topology both put a group's ranks next to each other)."""
+    return [list(range(i, i + model_parallel)) for i in range(0, world, model_parallel)]
 
-    ``pack``: one group of every rank, filled onto as few nodes as hold them; the worker group numbers the
-    ranks node by node, so a node holds consecutive ranks and a model-parallel group (``model_parallel``
-    consecutive ranks) stays inside one node whenever a node holds a multiple of it. ``spread``: one rank
-    per node while there are free nodes (a group per rank).
+
+def _span(ranks: list[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {ranks[0]}-{ranks[-1]}"
+
+
+def placement_plan(strategy: str, world: int, model_parallel: int, mp_name: str = "tp", cpus_per_worker: int = 1,
+                   use_gpu: bool = False) -> dict[str, Any]:
+    """Which ranks land together under ``cluster.placement`` (what the worker group reserves).
+
+    The unit Ray places is a placement-group bundle: one per rank, or with ``model_parallel`` > 1 one per
+    model-parallel group holding all its ranks' resources, so Ray puts each group on one node atomically
+    (a bundle never spans nodes) and the group's ranks get consecutive numbers. ``pack``: every bundle on
+    as few nodes as hold them (the driver's node first; ranks are numbered node by node). ``spread``: the
+    bundles on different nodes while there are free ones.
     """
-    ranks = list(range(world))
-    groups = [ranks] if strategy == "pack" else [[r] for r in ranks]
-    return {"strategy": strategy, "ray_strategy": strategy.upper(), "ranks_together": groups,
-            "model_parallel_groups": [ranks[i:i + model_parallel] for i in range(0, world, model_parallel)]}
+    groups = model_parallel_groups(world, model_parallel)
+    units = groups if model_parallel > 1 else [[r] for r in range(world)]
+    per_rank = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    lines = [f"{_span(g)}: one node ({mp_name} group {i})" for i, g in enumerate(groups)] if model_parallel > 1 else []
+    if strategy == "pack":
+        together = [list(range(world))]
+        lines.append(f"{_span(together[0])}: as few nodes as hold them, the driver's node first")
+    else:
+        together = units
+        what = f"each {mp_name} group" if model_parallel > 1 else ", ".join(map(str, range(world))).join(("ranks ", ""))
+        lines.append(f"{what}: a node of its own while there are free nodes")
+    return {"strategy": strategy, "ray_strategy": strategy.upper(), "ranks_together": together,
+            "model_parallel_groups": groups,
+            "bundles": {"count": len(units), "ranks_each": len(units[0]),
+                        "resources_each": {k: v * len(units[0]) for k, v in per_rank.items()}},
+            "lands_together": lines}
+
+
+def elastic_world_sizes(cfg: TrainJobConfig) -> list[int]:
+    """World sizes below ``cluster.num_workers`` a restart may shrink to (``cluster.min_workers``), largest
+    first: multiples of tp*pp (whole model-parallel groups) down to ``min_workers`` whose data-parallel size
+    splits ``trainer.global_batch_size`` into micro-batches (the global batch, hence the loss curve, stays
+    the job's). Empty when elasticity is off."""
+    c, p = cfg.cluster, cfg.parallel
+    mp = p.tensor_parallel * p.pipeline_parallel
+    low = c.num_workers if c.min_workers is None else c.min_workers
+    return [w for w in range(c.num_workers - 1, low - 1, -1)
+            if w % mp == 0 and cfg.trainer.global_batch_size % (p.micro_batch_size * (w // mp)) == 0]
 
 
 def make_train_plan(cfg: TrainJobConfig) -> TrainPlan:
@@ -105,7 +144,8 @@ def make_train_plan(cfg: TrainJobConfig) -> TrainPlan:
         world_size=world, dp_size=dp, tp_size=tp, pp_size=pp, grad_accum_steps=accum,
         micro_batch_size=p.micro_batch_size, global_batch_size=cfg.trainer.global_batch_size,
         tokens_per_step=cfg.trainer.global_batch_size * m.seq_len, num_params=n, precision=precision,
-        pipeline_bubble=round(bubble, 4), placement=placement_plan(c.placement, world, tp * pp),
+        pipeline_bubble=round(bubble, 4), placement=placement_plan(c.placement, world, tp * pp, "pp" if pp > 1 else "tp", c.cpus_per_worker, c.use_gpu),
+        elastic_world_sizes=elastic_world_sizes(cfg),
         memory_gib={
             "model_states": round(states / GIB, 4),
             "activations": round(acts / GIB, 4),

@@ -90,3 +90,37 @@ def check_train_batch(cfg: TrainJobConfig) -> None:
             f"{t.global_batch_size} is not divisible by parallel.micro_batch_size*dp = "
             f"{p.micro_batch_size}*{dp} = {per_step}",
             f"use a multiple of {per_step}, e.g. trainer.global_batch_size={per_step * max(1, t.global_batch_size // per_step)}")
+
+
+def check_elastic(cfg: TrainJobConfig, worker_group: bool) -> None:
+    """``cluster.min_workers`` below ``num_workers`` (elastic data parallelism): only where a restart can
+    load the newest checkpoint at a smaller world size and keep the global batch.
+
+    Raises:
+        ConfigError: naming ``cluster.min_workers`` and the fix.
+    """
+    from orchestrator.config.plan import elastic_world_sizes
+
+    c, p = cfg.cluster, cfg.parallel
+    if c.min_workers is None or c.min_workers == c.num_workers:
+        return
+    key, off = "cluster.min_workers", "or cluster.min_workers=null (no elastic shrink)"
+    require(worker_group, key, f"{cfg.kind} restarts its roles at their configured sizes (no elastic shrink)",
+            "remove cluster.min_workers")
+    require(cfg.trainer.max_failures >= 1, key, "a smaller group is only started by a restart after a failure, and "
+            "trainer.max_failures=0 allows none", f"set trainer.max_failures>=1 {off}")
+    # ZeRO-1/2/3 save each data-parallel rank's optimizer (and ZeRO-3 parameter) shard; DeepSpeed loads them only
+    # at the world size that wrote them (its universal-checkpoint conversion is not wired in here). The pipeline
+    # engine's bf16 optimizer shards the fp32 master weights over the data-parallel ranks the same way.
+    require(p.zero_stage == 0, key, f"parallel.zero_stage={p.zero_stage} checkpoints hold per-rank optimizer shards "
+            "that load only at the world size that wrote them", f"use parallel.zero_stage=0 for elastic training {off}")
+    require(not (p.pipeline_parallel > 1 and p.resolved_precision(c.use_gpu) == "bf16"), key,
+            "bf16 pipeline training shards its fp32 master weights over the data-parallel ranks (DeepSpeed's "
+            "BF16_Optimizer), so its checkpoints load only at the world size that wrote them",
+            f"use parallel.precision=fp32 {off}")
+    mp = p.tensor_parallel * p.pipeline_parallel
+    require(c.min_workers % mp == 0, key, f"{c.min_workers} is not a multiple of tensor_parallel*pipeline_parallel="
+            f"{mp} (a restart keeps whole model-parallel groups)", f"use a multiple of {mp} {off}")
+    require(bool(elastic_world_sizes(cfg)), key, f"no world size from {c.min_workers} to {c.num_workers - 1} splits "
+            f"trainer.global_batch_size={cfg.trainer.global_batch_size} into micro-batches of "
+            f"{p.micro_batch_size} per data-parallel rank", f"lower cluster.min_workers {off}")

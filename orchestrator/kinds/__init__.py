@@ -16,7 +16,7 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.load import compose, to_typed
 from orchestrator.config.jobs import checkpoint_root, checkpoint_uri
 from orchestrator.config.plan import make_train_plan
-from orchestrator.config.validate import check_train_batch, validate_common
+from orchestrator.config.validate import check_elastic, check_train_batch, validate_common
 from orchestrator.kinds.registry import KindSpec, get, names
 
 __all__ = ["KindSpec", "get", "names", "load", "validate", "plan", "run"]
@@ -39,6 +39,8 @@ def validate(cfg: Any) -> None:
                                   f"set {key}=1 and use parallel.zero_stage=0..3 to scale")
     if spec.worker_group:
         check_train_batch(cfg)
+    if p is not None:
+        check_elastic(cfg, spec.worker_group)
     spec.check(cfg)
 
 

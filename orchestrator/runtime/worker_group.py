@@ -9,10 +9,10 @@ DeepSpeed and transformers) and ~6 s to notice the end; PPO's role actors paid t
 pipeline paid that at every stage, a test suite at every test.
 
 Resources: a host reserves nothing itself (``num_cpus=0``). Each job reserves what it uses with its own
-placement group (a bundle per training rank, or the RL roles' bundles) and borrows one idle host per bundle
-on the node where the bundle was granted (a new host when none is idle there), so idle hosts never keep
-CPUs/GPUs from other work and the job's reservation goes when the job ends. Hosts are reused only with the
-same environment (set before anything is imported in them) and the same devices. At most
+placement group (a bundle per training rank or per TP/PP group, or the RL roles' bundles) and borrows one idle
+host per rank or role on the node where its bundle was granted (a new host when none is idle there), so idle
+hosts never keep CPUs/GPUs from other work and the job's reservation goes when the job ends. Hosts are reused
+only with the same environment (set before anything is imported in them) and the same devices. At most
 :data:`MAX_IDLE` hosts stay idle; ``ORCHESTRATOR_WARM_WORKERS=0`` ends every host with its job.
 
 Failure handling (training; what Ray Train's ``FailureConfig`` gave us, without its checkpoint registry: ours
@@ -43,6 +43,13 @@ class WorkerGroupError(RuntimeError):
     """The group failed more often than ``max_failures`` allows; the message names the rank and the cause."""
 
 
+class RendezvousError(RuntimeError):
+    """A rank could not join the group's ``torch.distributed`` process group: nothing of the job ran yet, so
+    :func:`orchestrator.runtime.rank_group.run_on_group` forms the group again on new hosts without counting a
+    failure (gloo's full-mesh connect between fresh processes fails now and then on a loaded machine:
+    "Connection closed by peer" with every process alive)."""
+
+
 @dataclass(frozen=True)
 class GroupSpec:
     """The layout of a training job's worker group."""
@@ -53,6 +60,9 @@ class GroupSpec:
     placement: str = "pack"
     env: tuple[tuple[str, str], ...] = ()
     """Environment of the worker processes (set before anything is imported in them)."""
+    model_parallel: int = 1
+    """Ranks of one tensor/pipeline-parallel group (tp*pp): they get one placement-group bundle together, so
+    Ray puts the whole group on one node, and consecutive ranks."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,13 @@ class WorkerHost:
             import torch
 
             torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group(backend, init_method=f"tcp://{master}", rank=ctx.rank, world_size=ctx.world_size)
+        try:
+            dist.init_process_group(backend, init_method=f"tcp://{master}", rank=ctx.rank, world_size=ctx.world_size)
+        except Exception as exc:  # noqa: BLE001 - any failure to join is a rendezvous failure
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            raise RendezvousError(f"rank {ctx.rank} could not join the process group at {master}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         _CONTEXT = ctx
         try:
             return fn(config)
@@ -290,8 +306,21 @@ def give_back(hosts: Sequence[Host]) -> None:
         kill_hosts([idle.pop(0)])
 
 
-def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int]) -> list[tuple[str, Optional[str]]]:
-    """(node id, visible GPU ids or None) of each bundle, by a tiny task placed in it."""
+def bundle_nodes(pg: Any, indices: Sequence[int]) -> list[str]:
+    """The node id of each bundle of ``indices`` (``pg`` ready), as the GCS placed them: no task, so no
+    worker process started per node just to ask (a CPU bundle needs nothing else; GPU bundles are probed for
+    their device ids, see :func:`_probe`). A bundle on a node that died before Ray noticed names that node; the
+    host started there then fails like one that died, and the caller starts a new group."""
+    from ray.util.placement_group import placement_group_table
+
+    nodes = placement_group_table(pg)["bundles_to_node_id"]
+    return [nodes[i] for i in indices]
+
+
+def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
+           timeout_s: Optional[float] = None) -> list[tuple[str, Optional[str]]]:
+    """(node id, visible GPU ids or None) of each bundle, by a tiny task placed in it (``GetTimeoutError``
+    after ``timeout_s``)."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -302,15 +331,19 @@ def _probe(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int])
     refs = [task.options(num_cpus=0, num_gpus=bundles[i].get("GPU", 0), scheduling_strategy=PlacementGroupSchedulingStrategy(
         placement_group=pg, placement_group_bundle_index=i)).remote() for i in indices]
     out = []
-    for node, gpus in ray.get(refs):
+    for node, gpus in ray.get(refs, timeout=timeout_s):
         out.append((node, ",".join(gpus) if gpus else None))
     return out
 
 
 def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int], env: dict[str, str],
-           preload: tuple[str, ...] = ()) -> list[Host]:
-    """One host per bundle index (``pg`` must be ready): an idle host on the bundle's node with this env
-    and devices, else a new one there (it starts importing ``preload`` at once)."""
+           preload: tuple[str, ...] = (), probe_timeout_s: Optional[float] = None) -> list[Host]:
+    """One host per entry of ``indices`` (``pg`` must be ready): an idle host on that bundle's node with this
+    env and devices, else a new one there (it starts importing ``preload`` at once).
+
+    An index may repeat: the ranks of a model-parallel group share one bundle (it holds all their
+    resources, so Ray keeps them on one node); a bundle's GPUs are then split among its hosts in order.
+    ``probe_timeout_s``: how long asking the bundles where they are may take (``GetTimeoutError`` after it)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -318,8 +351,11 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
     alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
     if len(alive) == 1 and not any(bundles[i].get("GPU") for i in indices):
         places = [(alive[0], None)] * len(indices)  # one node, no devices: nothing to ask the bundles
+    elif not any(bundles[i].get("GPU") for i in indices):
+        places = [(node, None) for node in bundle_nodes(pg, indices)]
     else:
-        places = _probe(pg, bundles, indices)
+        distinct = list(dict.fromkeys(indices))
+        places = share_bundles(indices, dict(zip(distinct, _probe(pg, bundles, distinct, probe_timeout_s))))
     idle, hosts = _idle(), []
     idle[:] = [h for h in idle if h.node_id in alive]  # hosts of a lost node went with it (a rejoined node has a new id)
     cls = ray.remote(WorkerHost)
@@ -333,6 +369,23 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
             node_id=node, soft=False)).remote(dict(env), preload)
         hosts.append(Host(actor, node, key, devices))
     return hosts
+
+
+def share_bundles(indices: Sequence[int], where: dict[int, tuple[str, Optional[str]]]) -> list[tuple[str, Optional[str]]]:
+    """(node id, GPU ids) of each host from its bundle's (``where``): hosts sharing a bundle get its node and
+    an equal, ordered share of its GPUs (all of them when there are fewer GPUs than hosts)."""
+    count = {i: list(indices).count(i) for i in where}
+    taken: dict[int, int] = {}
+    out = []
+    for i in indices:
+        node, gpus = where[i]
+        j = taken[i] = taken.get(i, -1) + 1
+        ids = gpus.split(",") if gpus else []
+        per = len(ids) // count[i]
+        if per:
+            gpus = ",".join(ids[j * per:(j + 1) * per])
+        out.append((node, gpus))
+    return out
 
 
 def prewarm(num: int, env: dict[str, str], preload: tuple[str, ...]) -> None:

@@ -43,30 +43,35 @@ WORKER_PRELOAD = ("torch", "transformers", "transformers.models.llama.modeling_l
 """Imported by each worker process as soon as it starts, while the driver opens the MLflow run."""
 
 
-def group_spec(cluster: Any) -> Any:
-    """The worker group layout of a job's ``cluster`` settings."""
+def group_spec(cluster: Any, model_parallel: int = 1) -> Any:
+    """The worker group layout of a job's ``cluster`` settings (``model_parallel``: tp*pp ranks that share a
+    placement-group bundle, hence a node)."""
     from orchestrator.runtime.ray_runtime import worker_env
     from orchestrator.runtime.worker_group import GroupSpec
 
     return GroupSpec(num_workers=cluster.num_workers, cpus_per_worker=cluster.cpus_per_worker,
                      use_gpu=cluster.use_gpu, placement=cluster.placement,
-                     env=tuple(sorted(worker_env(cluster).items())))
+                     env=tuple(sorted(worker_env(cluster).items())), model_parallel=model_parallel)
 
 
 def fit_worker_group(cfg: TrainJobConfig, train_fn: Callable[[dict[str, Any]], Any],
                      train_loop_config: dict[str, Any]) -> list[Any]:
     """Run ``train_fn`` on ``cluster.num_workers`` ranks (gloo on CPU / NCCL on GPU) and wait for it;
     returns each rank's result. A failure restarts the whole group up to ``trainer.max_failures`` times
-    (the workers resume from the newest committed checkpoint). Must run inside
-    :func:`orchestrator.runtime.ray_runtime.ray_session`; the processes stay warm for the next job.
+    (the workers resume from the newest committed checkpoint), with fewer data-parallel ranks when
+    ``cluster.min_workers`` allows it and the full group does not fit (:mod:`orchestrator.training.elastic`).
+    Must run inside :func:`orchestrator.runtime.ray_runtime.ray_session`; the processes stay warm for the
+    next job.
 
     Raises:
         WorkerGroupError: the group failed more than ``max_failures`` times (names the rank and the cause).
     """
     from orchestrator.runtime.rank_group import run_on_group
+    from orchestrator.training.elastic import elastic_restarts
 
-    return run_on_group(group_spec(cfg.cluster), train_fn, train_loop_config, max_failures=cfg.trainer.max_failures,
-                        preload=WORKER_PRELOAD, what=f"{cfg.kind} worker group")
+    spec = group_spec(cfg.cluster, cfg.parallel.tensor_parallel * cfg.parallel.pipeline_parallel)
+    return run_on_group(spec, train_fn, train_loop_config, max_failures=cfg.trainer.max_failures,
+                        preload=WORKER_PRELOAD, what=f"{cfg.kind} worker group", elastic=elastic_restarts(cfg))
 
 
 def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:

@@ -12,9 +12,14 @@ subprocess on the head's machine (the driver's node). Each job's workspace is th
 * ``packed``: ``pack``, the same S3 URI, rank 1 dies at step 5 (``max_failures=0``: the job fails after
   committing step 4); its output directory is then deleted (a node that lost its disk, checkpoint mirror
   included) and the job is rerun: it resumes from S3 and the same MLflow run;
+* no job: a driver (``placement_probe``) reserves, borrows and wires tp2 worker groups without training and
+  reports the node each rank's process runs on: each TP group is whole on one node;
 * ``node_loss``: ``spread``, checkpoints to ``<root>/shared`` (a path), ``max_failures=1``; the worker node is
   SIGKILLed (raylet, agents, its workers) once step 2 is committed; the worker group restarts on the head
   alone, resumes from the newest committed checkpoint and finishes;
+* ``elastic``: the same with 2 CPUs per rank (each node holds one rank) and ``cluster.min_workers=1``: after
+  the kill the head cannot hold two ranks, so the group restarts with one (twice the gradient accumulation)
+  and ends with the uninterrupted run's losses up to the summation order;
 * ``ppo_ref`` / ``ppo_node_loss``: PPO with its four roles spread over both nodes, checkpoints to
   ``<root>/shared``; the worker node dies once step 1 is committed; the roles restart on the head and the run
   ends with the reference run's per-step metrics;
@@ -27,11 +32,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.integration.cluster_helpers import REPO
 from tests.integration.multinode_helpers import finish
 
 pytestmark = pytest.mark.slow
@@ -187,6 +195,28 @@ def test_export_reaches_the_tracking_server(two_node_cluster, spread):
     assert stored and stored[0].stat().st_size == (out / "export" / "model.safetensors").stat().st_size
 
 
+def test_tensor_parallel_groups_are_placed_whole_on_one_node(two_node_cluster):
+    """A tp2 group is one placement-group bundle: under ``spread`` (which put two single-rank bundles on two
+    nodes, see above) its two ranks share a node; two tp2 groups go one per node, ranks 0-1 on the driver's
+    node. Where each rank ran is what its own process reports. No training: a few processes only."""
+    cluster = two_node_cluster
+    cluster.ensure_worker()
+    nodes = cluster.node_ids()
+    layouts = [{"num_workers": 2, "model_parallel": 2, "placement": "spread"},
+               {"num_workers": 4, "model_parallel": 2, "placement": "spread"}]
+    proc = subprocess.run([sys.executable, "-m", "tests.integration.placement_probe", cluster.gcs,
+                           *map(json.dumps, layouts)], cwd=REPO, env=cluster.env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    one, two = [sorted(json.loads(line), key=lambda r: r["rank"]) for line in proc.stdout.splitlines()
+                if line.startswith("[")]
+    for ranks in (one, two):
+        assert all(r["node_id"] == r["context_node_id"] for r in ranks)
+    assert len({r["node_id"] for r in one}) == 1 and [r["local_rank"] for r in one] == [0, 1]
+    assert [r["node_id"] for r in two] == [nodes["head"]] * 2 + [nodes["worker"]] * 2
+    assert two[0]["driver_node"] == nodes["head"] and [r["local_rank"] for r in two] == [0, 1, 0, 1]
+
+
 def test_pack_then_resume_from_s3_after_the_output_dir_is_lost(two_node_cluster, spread):
     cluster, s3 = two_node_cluster, two_node_cluster.s3
     ref = _losses(spread[0])
@@ -232,6 +262,51 @@ def test_node_loss_mid_run_recovers_on_the_remaining_node(two_node_cluster, spre
     assert killed_at < STEPS, "the node was killed after the run had finished"
     assert _losses(out) == ref  # every step, recomputed ones included, equals the uninterrupted run's
     assert (root / "latest").read_text().strip() == f"step_{STEPS:08d}" and not (out / "checkpoints").exists()
+    assert _mlflow_steps(cluster, _run_id(text)) == list(range(1, STEPS + 1))
+
+
+ELASTIC_RTOL = 1e-6
+"""Relative difference allowed between the losses after an elastic shrink and the uninterrupted run's: the same
+gradients summed in another order (see ``orchestrator.training.elastic``)."""
+
+
+def test_node_loss_with_min_workers_restarts_with_fewer_ranks_and_the_same_losses(two_node_cluster, spread):
+    """Two ranks of 2 CPUs each (a node holds one); the worker node dies after step 2 is committed; the head
+    alone cannot hold two ranks, so after ``cluster.elastic_wait_s`` the group restarts with one rank (the global
+    batch kept by twice the gradient accumulation), resumes from the newest committed checkpoint and ends with
+    the uninterrupted run's losses: the same bits up to the checkpoint, within :data:`ELASTIC_RTOL` after it;
+    each MLflow step once."""
+    from orchestrator.engine.checkpoint import read_trainer_state
+
+    cluster = two_node_cluster
+    cluster.ensure_worker()
+    ref, ref_steps = _losses(spread[0]), _steps(spread[0])
+    proc, out = _job(cluster, "elastic", "cluster.placement=spread", "trainer.max_failures=1",
+                     "cluster.cpus_per_worker=2", "+cluster.env.OMP_NUM_THREADS=1", "cluster.min_workers=1",
+                     "cluster.elastic_wait_s=5")
+    root = _storage(cluster) / "elastic" / "checkpoints"
+    _wait_for(root / "step_00000002" / "COMMITTED", proc)
+    assert proc.poll() is None, finish(proc)[1][-4000:]
+    placement = json.loads((out / "placement.json").read_text())
+    killed_at = max(_losses(out))
+    cluster.kill_worker_node()
+    rc, text = finish(proc)
+    assert rc == 0, text[-4000:]
+    assert killed_at < STEPS, "the node was killed after the run had finished"
+    assert len({p["node_id"] for p in placement}) == 2  # one rank per node before the loss
+    after = json.loads((out / "placement.json").read_text())
+    assert [p["rank"] for p in after] == [0] and after[0]["node_id"] == placement[0]["node_id"]  # the head alone
+    log_text = (out / "logs" / "orchestrator.log").read_text()
+    assert "restarting with 1 of 2 ranks" in log_text, log_text[-3000:]
+    final = read_trainer_state(root / (root / "latest").read_text().strip())
+    assert final["step"] == STEPS and final["world_size"] == 1  # the last steps ran on one rank
+    got, steps = _losses(out), _steps(out)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    assert {k: got[k] for k in (1, 2)} == {k: ref[k] for k in (1, 2)}  # committed before the loss: two ranks
+    worst = max(abs(got[k] - ref[k]) / abs(ref[k]) for k in got)
+    print(f"elastic: losses after the shrink within a relative {worst:.2e} of the uninterrupted run's")
+    assert worst <= ELASTIC_RTOL, {k: (got[k], ref[k]) for k in got}
+    assert all(steps[k]["tokens_seen"] == ref_steps[k]["tokens_seen"] for k in got)  # the global batch was kept
     assert _mlflow_steps(cluster, _run_id(text)) == list(range(1, STEPS + 1))
 
 

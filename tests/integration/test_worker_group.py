@@ -79,6 +79,27 @@ def test_a_lost_rank_restarts_the_group_and_a_failing_one_is_named(ray_local, tm
     assert ray.available_resources().get("CPU", 0) >= 2  # idle hosts hold no CPUs: the job's reservation is gone
 
 
+def _never_runs(config: dict) -> None:
+    raise AssertionError("the function ran although the process group never formed")
+
+
+def test_a_group_that_cannot_form_is_formed_again_uncounted_then_named(ray_local, caplog):
+    """Gloo told to use a network interface this machine lacks: every attempt's rendezvous fails before the
+    function runs. Such a group is formed again on new hosts RENDEZVOUS_RETRIES times without counting a
+    failure, then counted like any failure, and the error says the rank could not join."""
+    import logging
+
+    from orchestrator.runtime.rank_group import RENDEZVOUS_RETRIES
+
+    spec = GroupSpec(num_workers=1, env=(("GLOO_SOCKET_IFNAME", "nosuchif0"), ("OMP_NUM_THREADS", "1")))
+    with caplog.at_level(logging.WARNING, logger="orchestrator.runtime.rank_group"):
+        with pytest.raises(WorkerGroupError, match=r"failed 1 time\(s\) \(max_failures=0\); rank 0 of 1 .*"
+                                                   r"RendezvousError: rank 0 could not join the process group"):
+            run_on_group(spec, _never_runs, {}, max_failures=0)
+    retries = [r for r in caplog.records if "forming the group again" in r.getMessage()]
+    assert len(retries) == RENDEZVOUS_RETRIES == 2, [r.getMessage() for r in caplog.records]
+
+
 class _Tally:
     """A stand-in role object: counts its calls, says which process it lives in."""
 

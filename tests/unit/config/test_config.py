@@ -191,6 +191,7 @@ def test_cli_dry_run_prints_plan_quickly(tmp_path):
     (["parallel.pipeline_parallel=2", "parallel.zero_stage=3"], "parallel.zero_stage"),
     (["trainer.global_batch_size=7", "parallel.micro_batch_size=2"], "trainer.global_batch_size"),
     (["trainer.maxsteps=3"], "trainer.maxsteps"),
+    (["cluster.min_workers=1", "parallel=zero1"], "cluster.min_workers"),
 ])
 def test_cli_refusals_exit_2_with_one_line_and_no_ray(overrides, key, tmp_path):
     ray_dir = tmp_path / "ray"
