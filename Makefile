@@ -44,8 +44,11 @@ browser:
 demo: setup
 	$(BIN)/orchestrator run pipeline
 
+# The suite on PYTEST_WORKERS pytest-xdist workers: a file (or a session cluster's tests) stays on one worker.
+# Many tests wait (clusters starting, nodes declared dead, jobs polled); two workers fill those waits.
+PYTEST_WORKERS ?= 2
 test: setup browser
-	ORCHESTRATOR_REQUIRE_VLLM=$(VLLM) $(BIN)/python -m pytest -q --durations=30 $(PYTEST_ARGS)
+	ORCHESTRATOR_REQUIRE_VLLM=$(VLLM) $(BIN)/python -m pytest -q --durations=30 -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -41,9 +41,31 @@ def _uses(item: pytest.Item, fixture: str) -> bool:
     return fixture in getattr(item, "fixturenames", ())
 
 
+SESSION_CLUSTERS = ("two_node_cluster", "local_cluster")
+"""Session fixtures that start whole clusters: under pytest-xdist (``make test`` runs the suite on 2 workers)
+all the tests using one run on one worker, which starts that cluster once."""
+
+FIRST = ("two_node_cluster", "tests/e2e/test_pipeline_e2e.py", "local_cluster")
+"""Units of work handed out first under pytest-xdist, longest first (the two-node file takes ~7 min): a long
+unit handed out last would leave the other worker idle at the end."""
+
+
+def _group(item: pytest.Item) -> str:
+    """The pytest-xdist unit of ``item``: its session cluster's name, else its file (module fixtures, e.g. a
+    trained policy, are then built on one worker only)."""
+    return next((f for f in SESSION_CLUSTERS if _uses(item, f)), item.nodeid.split("::", 1)[0])
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests of an early-stopped cluster run together, where the last of them was (test_mlflow_ui_browser's
-    move next to test_cluster's), so the cluster idles through no other file; otherwise the order is kept."""
+    move next to test_cluster's), so the cluster idles through no other file; otherwise the order is kept.
+    Under pytest-xdist (``--dist loadgroup``) each test also gets its unit (:func:`_group`), and the units of
+    :data:`FIRST` go first."""
+    if getattr(config.option, "dist", "no") != "no":
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
+        rank = {g: i for i, g in enumerate(FIRST)}
+        items.sort(key=lambda it: rank.get(_group(it), len(FIRST)))  # stable: each unit keeps its order
     for fixture in EARLY_STOPPED:
         users = [it for it in items if _uses(it, fixture)]
         if len(users) < 2:
