@@ -56,12 +56,18 @@ def _group(item: pytest.Item) -> str:
     return next((f for f in SESSION_CLUSTERS if _uses(item, f)), item.nodeid.split("::", 1)[0])
 
 
+def _xdist_groups(config: pytest.Config) -> bool:
+    """Under ``--dist loadgroup``: pytest-xdist's workers (which collect) see it as ``option.loadgroup``."""
+    return bool(getattr(config.option, "loadgroup", False)) or getattr(config.option, "dist", "no") == "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests of an early-stopped cluster run together, where the last of them was (test_mlflow_ui_browser's
     move next to test_cluster's), so the cluster idles through no other file; otherwise the order is kept.
     Under pytest-xdist (``--dist loadgroup``) each test also gets its unit (:func:`_group`), and the units of
     :data:`FIRST` go first."""
-    if getattr(config.option, "dist", "no") != "no":
+    if _xdist_groups(config):
         for item in items:
             item.add_marker(pytest.mark.xdist_group(_group(item)))
         rank = {g: i for i, g in enumerate(FIRST)}
