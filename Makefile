@@ -48,7 +48,7 @@ demo: setup
 # Many tests wait (clusters starting, nodes declared dead, jobs polled); two workers fill those waits.
 PYTEST_WORKERS ?= 2
 test: setup browser
-	ORCHESTRATOR_REQUIRE_VLLM=$(VLLM) $(BIN)/python -m pytest -q --durations=30 -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	ORCHESTRATOR_REQUIRE_VLLM=$(VLLM) $(BIN)/python -m pytest -q --durations=30 -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

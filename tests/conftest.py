@@ -41,37 +41,48 @@ def _uses(item: pytest.Item, fixture: str) -> bool:
     return fixture in getattr(item, "fixturenames", ())
 
 
-SESSION_CLUSTERS = ("two_node_cluster", "local_cluster")
-"""Session fixtures that start whole clusters: under pytest-xdist (``make test`` runs the suite on 2 workers)
-all the tests using one run on one worker, which starts that cluster once."""
+UNITS = {"tests/integration/test_cluster.py": "local_cluster", "tests/e2e/test_mlflow_ui_browser.py": "local_cluster"}
+"""Files whose tests share a unit of work under pytest-xdist (``make test`` runs the suite on 2 workers) because
+they use the same session cluster (``local_cluster``): one worker then starts it once. Every other file is its
+own unit (module fixtures, e.g. a trained policy, are built on one worker only); ``test_multinode.py`` is the
+only user of ``two_node_cluster``."""
 
-FIRST = ("two_node_cluster", "tests/e2e/test_pipeline_e2e.py", "local_cluster")
-"""Units of work handed out first under pytest-xdist, longest first (the two-node file takes ~7 min): a long
-unit handed out last would leave the other worker idle at the end."""
-
-
-def _group(item: pytest.Item) -> str:
-    """The pytest-xdist unit of ``item``: its session cluster's name, else its file (module fixtures, e.g. a
-    trained policy, are then built on one worker only)."""
-    return next((f for f in SESSION_CLUSTERS if _uses(item, f)), item.nodeid.split("::", 1)[0])
+FIRST = ("tests/integration/test_multinode.py", "tests/e2e/test_pipeline_e2e.py", "local_cluster")
+"""Units handed out first, longest first (the two-node file takes ~7 min): a long unit handed out last would
+leave the other worker idle at the end."""
 
 
-def _xdist_groups(config: pytest.Config) -> bool:
-    """Under ``--dist loadgroup``: pytest-xdist's workers (which collect) see it as ``option.loadgroup``."""
-    return bool(getattr(config.option, "loadgroup", False)) or getattr(config.option, "dist", "no") == "loadgroup"
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return UNITS.get(path, path)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker hook reads the xdist_group marks
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pragma: no cover - pytest-xdist is a dev dependency; without it the suite runs serially
+    pass
+else:
+    class _UnitScheduling(LoadScopeScheduling):
+        """``--dist loadfile`` with :data:`UNITS` (pytest-xdist's ``loadgroup`` marks have no effect under
+        pytest 9, whose nodes no longer keep the ``_nodeid`` xdist rewrites)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log):
+        if config.getoption("dist") in ("load", "loadfile", "loadscope", "loadgroup"):
+            return _UnitScheduling(config, log)
+        return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests of an early-stopped cluster run together, where the last of them was (test_mlflow_ui_browser's
     move next to test_cluster's), so the cluster idles through no other file; otherwise the order is kept.
-    Under pytest-xdist (``--dist loadgroup``) each test also gets its unit (:func:`_group`), and the units of
+    On a pytest-xdist worker (whose collection order is the order units are handed out) the units of
     :data:`FIRST` go first."""
-    if _xdist_groups(config):
-        for item in items:
-            item.add_marker(pytest.mark.xdist_group(_group(item)))
-        rank = {g: i for i, g in enumerate(FIRST)}
-        items.sort(key=lambda it: rank.get(_group(it), len(FIRST)))  # stable: each unit keeps its order
+    if hasattr(config, "workerinput"):
+        rank = {u: i for i, u in enumerate(FIRST)}
+        items.sort(key=lambda it: rank.get(_unit(it.nodeid), len(FIRST)))  # stable: each unit keeps its order
     for fixture in EARLY_STOPPED:
         users = [it for it in items if _uses(it, fixture)]
         if len(users) < 2:
