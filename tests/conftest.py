@@ -34,7 +34,7 @@ def orchestrator_cmd() -> list[str]:
 
 # Session clusters that stop right after their last test instead of at the end of the session
 # (tests/integration/cluster_helpers.py: EARLY_STOP), and whose tests run next to each other.
-EARLY_STOPPED = ("local_cluster",)
+EARLY_STOPPED = ("local_cluster", "two_node_cluster")
 
 
 def _uses(item: pytest.Item, fixture: str) -> bool:
@@ -65,6 +65,10 @@ else:
     class _UnitScheduling(LoadScopeScheduling):
         """``--dist loadfile`` with :data:`UNITS` (pytest-xdist's ``loadgroup`` marks have no effect under
         pytest 9, whose nodes no longer keep the ``_nodeid`` xdist rewrites)."""
+
+        def __init__(self, config: pytest.Config, log=None) -> None:
+            super().__init__(config, log)
+            config.option.loadscopereorder = False  # units in collection order (FIRST first), not by test count
 
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)

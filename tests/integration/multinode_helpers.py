@@ -33,7 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster_helpers import REPO, _free_port, _tail, base_env, node_ports_flags, stop_node
+from tests.integration.cluster_helpers import (EARLY_STOP, REPO, _free_port, _tail, base_env, node_ports_flags,
+                                              stop_node)
 
 BUCKET = "orchestrator-test"
 
@@ -244,12 +245,19 @@ def two_node_cluster(tmp_path_factory):
                                  mlflow_uri=f"http://127.0.0.1:{ports['mlflow']}", env=env, worker_env=worker_env,
                                  s3=s3_store)
         cluster.wait_for_nodes(2)
+        EARLY_STOP["two_node_cluster"] = lambda: _stop(worker_env, head_env, s3_server)
         yield cluster
     finally:
-        # both nodes stop at once (stop.sh gives each process group up to 10 s to exit)
-        stops = [threading.Thread(target=stop_node, args=(e,)) for e in (worker_env, head_env)]
-        for t in stops:
-            t.start()
-        for t in stops:
-            t.join()
-        s3_server.stop()
+        EARLY_STOP.pop("two_node_cluster", None)
+        _stop(worker_env, head_env, s3_server)
+
+
+def _stop(worker_env: dict[str, str], head_env: dict[str, str], s3_server) -> None:
+    """Both nodes at once (stop.sh gives each process group up to 10 s to exit), then the S3 server; twice is
+    harmless."""
+    stops = [threading.Thread(target=stop_node, args=(e,)) for e in (worker_env, head_env)]
+    for t in stops:
+        t.start()
+    for t in stops:
+        t.join()
+    s3_server.stop()
