@@ -41,13 +41,21 @@ def _uses(item: pytest.Item, fixture: str) -> bool:
     return fixture in getattr(item, "fixturenames", ())
 
 
-UNITS = {"tests/integration/test_cluster.py": "local_cluster", "tests/e2e/test_mlflow_ui_browser.py": "local_cluster"}
+UNITS = {
+    # the session cluster `local_cluster`
+    "tests/integration/test_cluster.py": "local_cluster", "tests/e2e/test_mlflow_ui_browser.py": "local_cluster",
+    # the SFT policy trained once per session under <basetemp>/rlhf_shared (tests/integration/rlhf_helpers.py)
+    **{f"tests/integration/test_{name}.py": "rlhf_shared" for name in ("sft", "reward_model", "dpo", "ppo", "grpo")},
+    # the tiny_h32 SFT policy under <basetemp>/rlhf_shared_h32
+    "tests/integration/test_rollout_vllm.py": "rlhf_h32", "tests/integration/test_rollout_vllm_separate.py": "rlhf_h32",
+}
 """Files whose tests share a unit of work under pytest-xdist (``make test`` runs the suite on 2 workers) because
-they use the same session cluster (``local_cluster``): one worker then starts it once. Every other file is its
-own unit (module fixtures, e.g. a trained policy, are built on one worker only); ``test_multinode.py`` is the
-only user of ``two_node_cluster``."""
+they share something a session builds once: a session cluster, or a trained policy cached in the worker's own
+base temp dir. One worker then builds it once. Every other file is its own unit (its module fixtures are built
+on one worker only); ``test_multinode.py`` is the only user of ``two_node_cluster``."""
 
-FIRST = ("tests/integration/test_multinode.py", "tests/e2e/test_pipeline_e2e.py", "local_cluster")
+FIRST = ("tests/integration/test_multinode.py", "tests/e2e/test_pipeline_e2e.py", "local_cluster", "rlhf_shared",
+         "rlhf_h32")
 """Units handed out first, longest first (the two-node file takes ~7 min): a long unit handed out last would
 leave the other worker idle at the end."""
 
