@@ -46,9 +46,10 @@ before the function ran anywhere) is formed again on new hosts without counting 
 
 
 PROBE_TIMEOUT_S = 60.0
-"""How long borrowing a group may wait for its bundles' probe (about a second normally): a bundle granted on a
-node that died before Ray's health checks noticed is rescheduled and may find no room left on the other nodes,
-so its probe would wait forever; the timeout makes :func:`_start` release the group and reserve a new one."""
+"""How long borrowing a group may wait for its GPU bundles' probe (about a second normally; CPU bundles' nodes
+come from the GCS's placement-group table, no probe): a bundle granted on a node that died before Ray's health
+checks noticed is rescheduled and may find no room left on the other nodes, so its probe would wait forever;
+the timeout makes :func:`_start` release the group and reserve a new one."""
 
 
 def prepare(spec: GroupSpec, preload: tuple[str, ...] = ()) -> None:

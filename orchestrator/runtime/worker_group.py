@@ -209,6 +209,26 @@ def _reset_deepspeed_groups() -> None:
     comm = sys.modules.get("deepspeed.comm.comm")
     if comm is not None and hasattr(comm, "cdb"):
         comm.cdb = None
+    _reset_zero3_ids()
+
+
+def _reset_zero3_ids() -> None:
+    """ZeRO-3 numbers modules and parameters with process-wide counters (a module counter kept in the default
+    argument of ``DeepSpeedZeRoOffload._register_deepspeed_module``, ``Init.param_id``) and checks that every rank
+    got the same numbers: a warm host that ran a ZeRO-3 job before would disagree with a fresh one in the next
+    job's group ("Detected a disagreement on list contents between rank0 and rank1"). Back to a fresh process's
+    zeros."""
+    import sys
+
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    register = getattr(getattr(offload, "DeepSpeedZeRoOffload", None), "_register_deepspeed_module", None)
+    defaults = getattr(register, "__defaults__", None) or ()
+    if defaults and isinstance(defaults[-1], list) and defaults[-1]:
+        defaults[-1][0] = 0
+    partition = sys.modules.get("deepspeed.runtime.zero.partition_parameters")
+    init = getattr(partition, "Init", None)
+    if init is not None and hasattr(init, "param_id"):
+        init.param_id = 0
 
 
 def _import_all(modules: tuple[str, ...]) -> None:

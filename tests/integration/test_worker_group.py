@@ -151,3 +151,28 @@ def test_frozen_roles_share_the_actor_processes_and_only_the_owner_returns_them(
         assert {a[0][3], a[1][3]} <= idle_pids
     finally:
         remove_placement_group(pg)
+
+
+def test_a_warm_host_and_a_fresh_one_number_zero3_modules_alike(ray_local, tmp_path):
+    """ZeRO-3 numbers modules and parameters with process-wide counters and checks that every rank got the
+    same numbers. A ZeRO-3 job whose group mixes a host that ran a ZeRO-3 job before with a fresh one (a
+    restart after a failure borrows what the pool has) must train: the warm host's counters were reset when
+    it was given back."""
+    from orchestrator.kinds import load
+    from orchestrator.kinds.pretrain import run as run_pretrain
+    from orchestrator.runtime import worker_group
+
+    def job(name: str) -> dict:
+        return run_pretrain(load("pretrain", [f"workspace={tmp_path}", f"run_name={name}", "parallel=zero3",
+                                              "trainer.max_steps=2", "trainer.save_every=0", "trainer.export=false",
+                                              "trainer.global_batch_size=8", "trainer.eval_batches=1"]))
+
+    job("z3_first")
+    idle = worker_group._idle()
+    warm = idle[-1]  # given back last: a host of the job above
+    worker_group.kill_hosts([h for h in idle if h is not warm])
+    idle[:] = [warm]
+    second = job("z3_mixed")  # one warm host, one new process
+    assert sorted(second["losses"]) == [1, 2]
+    after = worker_group._idle()
+    assert warm in after and any(h.pid != warm.pid for h in after)  # the warm host and a new one ran the job
