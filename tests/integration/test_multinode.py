@@ -329,7 +329,8 @@ def test_ppo_role_on_the_lost_node_recovers_with_the_same_steps(two_node_cluster
     assert (ref_out / "export" / "model.safetensors").is_file() and (ref_out / "export" / "config.json").is_file()
     assert not list(ref_out.glob("export.from-*"))
 
-    worker = cluster.node_ids()["worker"]  # before the job: `ray list nodes` takes seconds, a step does not
+    cluster.ensure_worker()  # still (or again) two nodes after the reference run
+    worker = cluster.node_ids()["worker"]  # before the job: listing the nodes takes a moment, a step does not
     t0 = time.time()
     proc, out = _ppo(cluster, "ppo_node_loss", "trainer.max_failures=1", "trainer.export=false")
     root = _storage(cluster) / "ppo_node_loss" / "checkpoints"
