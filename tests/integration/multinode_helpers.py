@@ -178,9 +178,10 @@ class TwoNodeCluster:
         (self.worker_dir / "ray.pid").unlink(missing_ok=True)  # join.sh would take a zombie for a running node
 
     def join_worker(self) -> subprocess.CompletedProcess:
-        """``join.sh`` again, as a replacement host joins: with ports of its own, not the lost node's (a raylet
-        rejoining on the lost node's node-manager port was declared dead again seconds after registering,
-        under load, every time in one run: the head still held the old address)."""
+        """``join.sh`` again, as a replacement host joins: with ports of its own, not the lost node's. Rejoined
+        raylets on the lost node's fixed ports exited (code 1) seconds after registering, three times in a row
+        in one run under the 2-worker suite's load; the cause is not known (the head's cached connection to
+        the old address, or a port still held), fresh ports avoid both."""
         self.worker_env["RAY_START_EXTRA"] = node_ports_flags()
         return subprocess.run(["bash", str(REPO / "cluster/local/join.sh")], env=self.worker_env, capture_output=True,
                               text=True, timeout=300)
