@@ -369,9 +369,10 @@ def borrow(pg: Any, bundles: Sequence[dict[str, float]], indices: Sequence[int],
 
     key = tuple(sorted(env.items()))
     alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-    if len(alive) == 1 and not any(bundles[i].get("GPU") for i in indices):
+    gpus = any(bundles[i].get("GPU") for i in indices)
+    if not gpus and len(alive) == 1:
         places = [(alive[0], None)] * len(indices)  # one node, no devices: nothing to ask the bundles
-    elif not any(bundles[i].get("GPU") for i in indices):
+    elif not gpus:
         places = [(node, None) for node in bundle_nodes(pg, indices)]
     else:
         distinct = list(dict.fromkeys(indices))

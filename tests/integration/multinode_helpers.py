@@ -134,13 +134,11 @@ class TwoNodeCluster:
         """Both nodes alive: the worker node rejoins (``join.sh``, a new node id) if an earlier test killed it.
         Done lazily, by the test that needs two nodes, so the last node-loss test pays for no rejoin."""
         for attempt in (1, 2, 3):
-            if not self._worker_running():
+            fresh = not self._worker_running()
+            if fresh:
                 self.kill_worker_node()  # whatever is left of an earlier node of this directory
                 join = self.join_worker()
                 assert join.returncode == 0, join.stdout + join.stderr + _tail(self.worker_dir / "ray.log")
-                fresh = True
-            else:
-                fresh = False
             self.wait_for_nodes(2)
             if fresh and len(self.alive_nodes()) == 2:
                 # seen under the 2-worker suite's load: a rejoined raylet registered, then exited (code 1) ~7 s
@@ -175,7 +173,7 @@ class TwoNodeCluster:
         deadline = time.time() + 30  # dead once gone or a zombie (this machine's init may reap them late)
         while any(_running(p) for p in pids) and time.time() < deadline:
             time.sleep(0.2)
-        (self.worker_dir / "ray.pid").unlink(missing_ok=True)  # join.sh would take a zombie for a running node
+        pid_file.unlink(missing_ok=True)  # join.sh would take a zombie for a running node
 
     def join_worker(self) -> subprocess.CompletedProcess:
         """``join.sh`` again, as a replacement host joins: with ports of its own, not the lost node's. Rejoined
