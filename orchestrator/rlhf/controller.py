@@ -8,7 +8,8 @@ state a step depends on (:meth:`RoleController.state_dict`). This class owns the
   step, so a replayed step is logged once), sample tables every ``sample_every`` steps, and atomic
   checkpoints every ``trainer.save_every`` steps (:mod:`.ppo_checkpoint`);
 * resume (``resume=auto``: the newest committed checkpoint) and recovery: when a role actor dies the
-  controller kills the others, starts fresh ones and recomputes from the last committed checkpoint,
+  controller ends every role, starts them again (in the surviving roles' processes where those are
+  healthy, new processes for the lost ones) and recomputes from the last committed checkpoint,
   at most ``trainer.max_failures`` times. Everything random in a step derives from (seed, step), so
   the recomputed steps equal the lost ones.
 """
@@ -29,6 +30,10 @@ from orchestrator.rlhf.rollout import pad_right, shard_rows
 from orchestrator.training.metrics import StepLog
 
 log = logging.getLogger(__name__)
+
+RECOVERY_RELEASE_S = 10.0
+"""How long a surviving role's ranks may take to finish what they were doing and release, when the roles restart
+after a loss, before their processes are killed instead of reused."""
 
 RoleSpec = tuple[type, Callable[[int, int, str], tuple[tuple, dict]]]
 """A role's class and ``make_args(rank, world_size, master) -> (args, kwargs)`` of its constructor."""
@@ -119,24 +124,40 @@ class RoleController:
         self.on_roles_started()
 
     def record_placement(self) -> None:
-        """``placement.json``: the node of every role rank (rewritten when a recovery restarts the roles),
-        so a multi-node run shows which roles share a node and where they went after a node loss."""
+        """``placement.json``: the node and process id of every role rank (rewritten when a recovery restarts the
+        roles), so a multi-node run shows which roles share a node and where they went after a node loss, and a
+        recovery which processes it kept."""
         import json
 
         from orchestrator.core.files import atomic_write_text
 
-        where = [{"role": name, "rank": r, "node_id": h.node_id} for name, g in self.groups.items()
+        import ray
+
+        unknown = list({id(h): h for g in self.groups.values() for h in g.hosts if not h.pid}.values())
+        for h, info in zip(unknown, ray.get([h.actor.info.remote() for h in unknown])):
+            h.pid = info["pid"]
+        where = [{"role": name, "rank": r, "node_id": h.node_id, "pid": h.pid} for name, g in self.groups.items()
                  for r, h in enumerate(g.hosts)]
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "placement.json", json.dumps(where, indent=1))
 
-    def stop_roles(self, healthy: bool = False) -> None:
+    def stop_roles(self, healthy: bool = False, recovering: bool = False) -> None:
         """End the roles and release their placement group. ``healthy`` (the job finished normally): their
-        warm hosts go back to the pool for the next job; otherwise (a failure, a restart) they are killed."""
+        warm hosts go back to the pool for the next job. ``recovering`` (a role died; the roles restart): the
+        hosts of every role whose ranks all release within :data:`RECOVERY_RELEASE_S` go back to the pool, so
+        the restarted roles start only the lost processes again (a role with a dead rank, or one still busy in
+        a collective with a dead peer, is killed whole). Otherwise (a failure) they are killed."""
         from ray.util.placement_group import remove_placement_group
 
-        for g in self.groups.values():
-            g.give_back() if healthy and self.reusable_hosts() else g.kill()
+        reuse = (healthy or recovering) and self.reusable_hosts()
+        kept = []
+        for name, g in self.groups.items():
+            if reuse and g.owns_hosts and g.give_back(60.0 if healthy else RECOVERY_RELEASE_S):
+                kept.append(f"{name} (pids {' '.join(str(h.pid) for h in g.hosts)})")
+            elif g.owns_hosts:
+                g.kill()
+        if recovering and self.groups:
+            log.info("roles restarting: processes kept for %s", ", ".join(kept) or "no role")
         self.groups = {}
         for pg in [self.pg, *self.extra_pgs]:
             if pg is not None:
@@ -213,7 +234,7 @@ class RoleController:
         import ray
 
         for attempt in range(1, attempts + 1):
-            self.stop_roles()
+            self.stop_roles(recovering=True)
             self.reset_state()
             try:
                 self.start_roles()

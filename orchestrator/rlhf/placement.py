@@ -127,12 +127,13 @@ class RoleGroup:
         if self.owns_hosts:
             kill_hosts(self.hosts)
 
-    def give_back(self) -> None:
-        """The job is over and the role healthy: its hosts go back to the warm pool."""
+    def give_back(self, timeout_s: float = 60.0) -> bool:
+        """The role's hosts go back to the warm pool (the job is over and the role healthy, or the roles restart
+        and every rank of this one still answers within ``timeout_s``); else they are killed. Returns whether
+        they went back."""
         from orchestrator.runtime.worker_group import give_back
 
-        if self.owns_hosts:
-            give_back(self.hosts)
+        return give_back(self.hosts, timeout_s) if self.owns_hosts else False
 
 
 def shares_processes(opts: Any, role: str, trained: Sequence[str]) -> bool:

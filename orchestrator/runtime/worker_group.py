@@ -307,23 +307,41 @@ def kill_hosts(hosts: Sequence[Host]) -> None:
             pass
 
 
-def give_back(hosts: Sequence[Host]) -> None:
+def give_back(hosts: Sequence[Host], timeout_s: float = 60.0) -> bool:
     """Return healthy hosts (their job's state released) to the pool; the oldest idle ones beyond
-    :data:`MAX_IDLE` are killed."""
-    import ray
-
+    :data:`MAX_IDLE` are killed. When one of them cannot release within ``timeout_s`` (dead, or still busy:
+    stuck in a collective with a lost peer, say) all of them are killed instead; returns whether they went
+    back."""
     if os.environ.get(WARM_ENV, "1") == "0":
         kill_hosts(hosts)
-        return
-    try:
-        ray.get([h.actor.release.remote() for h in hosts], timeout=60)
-    except Exception:  # noqa: BLE001 - a host that cannot clean up is not reused
-        kill_hosts(hosts)
-        return
+        return False
+    if not _all_done([h.actor.release.remote() for h in hosts], timeout_s):
+        kill_hosts(hosts)  # a host that cannot clean up is not reused
+        return False
     idle = _idle()
     idle.extend(hosts)
     while len(idle) > MAX_IDLE:
         kill_hosts([idle.pop(0)])
+    return True
+
+
+def _all_done(refs: Sequence[Any], timeout_s: float) -> bool:
+    """Whether every one of ``refs`` finishes without an error within ``timeout_s``; ``False`` as soon as one
+    fails (a dead host answers at once; the others need not be waited for)."""
+    import time
+
+    import ray
+
+    deadline, pending = time.monotonic() + timeout_s, list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return False
+        try:
+            ray.get(ready[0])
+        except Exception:  # noqa: BLE001 - dead or failed: not reusable
+            return False
+    return True
 
 
 def bundle_nodes(pg: Any, indices: Sequence[int]) -> list[str]:

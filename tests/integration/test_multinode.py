@@ -21,8 +21,9 @@ subprocess on the head's machine (the driver's node). Each job's workspace is th
   the kill the head cannot hold two ranks, so the group restarts with one (twice the gradient accumulation)
   and ends with the uninterrupted run's losses up to the summation order;
 * ``ppo_ref`` / ``ppo_node_loss``: PPO with its four roles spread over both nodes, checkpoints to
-  ``<root>/shared``; the worker node dies once step 1 is committed; the roles restart on the head and the run
-  ends with the reference run's per-step metrics;
+  ``<root>/shared``; the worker node dies once step 1 is committed; the roles restart on the head (in the
+  processes of those that ran there, and one new process per lost role) and the run ends with the reference
+  run's per-step metrics;
 * ``dp_ref`` / ``dp_node_loss``: data_prep; the worker node dies during the dedup shuffle.
 A test that needs both nodes rejoins the worker first (``ensure_worker``) when an earlier one killed it.
 """
@@ -346,6 +347,9 @@ def test_ppo_role_on_the_lost_node_recovers_with_the_same_steps(two_node_cluster
     assert {p["role"] for p in before} == {"actor", "critic", "reference", "reward"}
     after = json.loads((out / "placement.json").read_text())
     assert worker not in {p["node_id"] for p in after}, after  # the restarted roles: the head alone
+    # the processes of the roles that ran on the head serve the restarted roles; one new process per lost rank
+    kept, now = {p["pid"] for p in before if p["node_id"] != worker}, {p["pid"] for p in after}
+    assert kept <= now and len(now - kept) == sum(p["node_id"] == worker for p in before), (before, after)
     log_text = (out / "logs" / "orchestrator.log").read_text()
     assert "role died at step" in log_text and "recovering from the last checkpoint" in log_text, log_text[-3000:]
     got = _steps(out)

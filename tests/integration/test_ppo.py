@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -89,7 +92,7 @@ def test_ppo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, shar
     assert samples == {"samples/step_000010.json", "samples/step_000020.json"}
 
 
-def test_ppo_resume_and_role_recovery_reproduce_uninterrupted_run(ray_local, sft_policy, tmp_path):
+def test_ppo_resume_and_role_recovery_reproduce_uninterrupted_run(ray_local, sft_policy, tmp_path, caplog):
     from orchestrator.kinds.ppo import run as run_ppo
     from orchestrator.training.loop import read_steps
 
@@ -106,9 +109,17 @@ def test_ppo_resume_and_role_recovery_reproduce_uninterrupted_run(ray_local, sft
     assert resumed["steps"] == 6
 
     # the critic actor dies at step 5 and the job recovers the step from the last checkpoint by itself
-    recovered = run_ppo(ppo_cfg(tmp_path, "recovered", sft_policy, *common, "trainer.fail_at_step=5",
-                                "trainer.max_failures=1"))
+    with caplog.at_level(logging.INFO, logger="orchestrator.rlhf.controller"):
+        recovered = run_ppo(ppo_cfg(tmp_path, "recovered", sft_policy, *common, "trainer.fail_at_step=5",
+                                    "trainer.max_failures=1"))
     assert recovered["failures_recovered"] == 1
+    # only the critic's process was started again: the actor's (reference and reward inside it) served on
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("roles restarting")]
+    kept = {role: [int(p) for p in pids.split()] for role, pids in re.findall(r"(\w+) \(pids ([\d ]+)\)", line)}
+    assert list(kept) == ["actor"], line
+    after = json.loads((Path(recovered["output_dir"]) / "placement.json").read_text())
+    now = {p["pid"] for p in after}
+    assert set(kept["actor"]) <= now and len(now - set(kept["actor"])) == 1, (after, line)  # one new process
 
     ref_steps = read_steps(ref["output_dir"])
     for other, first in ((resumed, 4), (recovered, 1)):
