@@ -1,7 +1,7 @@
 """Fixed cost per job (issue #13): wall time from command to exit of a tiny training job, its start-up
 breakdown, and what warm worker processes save when jobs share a Ray session.
 
-Two measurements, each repeated ``--repeat`` times (median printed):
+Three measurements, each repeated ``--repeat`` times (median printed):
 
 * ``cold``: ``orchestrator run pretrain model=tiny trainer.max_steps=20`` as a user types it (a new process,
   Ray started in-process, a new MLflow store); prints wall seconds, the job's ``startup.json`` breakdown and
@@ -10,8 +10,15 @@ Two measurements, each repeated ``--repeat`` times (median printed):
   or a sweep does), with warm worker groups (ours) against ``ORCHESTRATOR_WARM_WORKERS=0`` (a new worker
   group per job, as before); prints the per-job wall time after the first and the ratio.
 
-    python bench/startup.py                      # both, 3 repeats
+* ``imports``: CPU seconds of a new process importing a training worker's preload (torch, transformers'
+  Llama, DeepSpeed, the worker modules), as a new worker does: plain ``import`` statements (the baseline),
+  ours with the import cache off (``ORCHESTRATOR_IMPORT_CACHE=0``: the optional imports left out only), and
+  ours (optional imports left out, transformers' directory scans read from the cache a first run wrote).
+  Interleaved, so drifting machine speed hits the three alike.
+
+    python bench/startup.py                      # all three, 3 repeats
     python bench/startup.py --only cold --repeat 1
+    python bench/startup.py --only imports --repeat 7
 """
 
 from __future__ import annotations
@@ -81,11 +88,43 @@ def chain(jobs: int, repeat: int) -> None:
     print(f"ratio new-group / warm: {per_job[False] / per_job[True]:.2f}x")
 
 
+_IMPORTS = r"""
+import os, resource, sys
+from orchestrator.training.driver import WORKER_PRELOAD
+if sys.argv[1] == "plain":
+    for name in WORKER_PRELOAD:
+        __import__(name)
+else:
+    from orchestrator.runtime.preload import import_modules
+    import_modules(WORKER_PRELOAD)
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(r.ru_utime + r.ru_stime)
+"""
+
+
+def imports(repeat: int) -> None:
+    cpu: dict[str, list[float]] = {"plain": [], "no cache": [], "ours": []}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+        subprocess.run([sys.executable, "-c", _IMPORTS, "ours"], check=True, capture_output=True,
+                       env={**env, "ORCHESTRATOR_IMPORT_CACHE": cache})  # the first worker writes the cache
+        for _ in range(repeat):
+            for mode, value in (("plain", cache), ("no cache", "0"), ("ours", cache)):
+                res = subprocess.run([sys.executable, "-c", _IMPORTS, mode], check=True, capture_output=True, text=True,
+                                     env={**env, "ORCHESTRATOR_IMPORT_CACHE": value})
+                cpu[mode].append(float(res.stdout.strip().splitlines()[-1]))
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    for mode, vals in cpu.items():
+        print(f"worker preload imports, {mode:<8}: {med[mode]:.2f} CPU-s median of {repeat} "
+              f"({', '.join(f'{v:.2f}' for v in vals)})")
+    print(f"ratio plain / ours: {med['plain'] / med['ours']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=3)
-    ap.add_argument("--only", choices=("cold", "chain"))
+    ap.add_argument("--only", choices=("cold", "chain", "imports"))
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--warm", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -96,6 +135,8 @@ def main() -> None:
         cold(args.repeat)
     if args.only in (None, "chain"):
         chain(args.jobs, args.repeat)
+    if args.only in (None, "imports"):
+        imports(args.repeat)
 
 
 if __name__ == "__main__":

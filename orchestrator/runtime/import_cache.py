@@ -12,9 +12,9 @@ machine) on two scans whose result depends only on files that do not change betw
 
 :func:`cached_import_scans` answers both from JSON files under :data:`CACHE_ENV` (default
 ``$XDG_CACHE_HOME/orchestrator/imports`` or ``~/.cache/...``) while a worker imports its preload list, and
-computes and writes them when missing. A key holds what the scan reads: the ``sys.path`` directories with their
-modification times (installing, removing or upgrading a distribution changes its directory's listing) for the
-first; transformers' version, the file of ``import_utils`` and the scanned directory with their modification
+computes and writes them when missing. A key holds what the scan reads: the distributions' metadata
+directories on ``sys.path`` with their modification times (installing, removing or upgrading a distribution
+changes them) for the first; transformers' version, the file of ``import_utils`` and the scanned directory with their modification
 times for the second. JSON rather than pickle: a cache file is data, never code. Anything unexpected (no
 writable cache directory, a result of an unknown shape, a corrupt file) falls back to the real scan; nothing
 outside the ``with`` block is changed.
@@ -86,9 +86,18 @@ def _mtime(path: str | os.PathLike[str]) -> int | None:
 
 
 def _path_key() -> tuple[Any, ...]:
-    """``sys.path`` as ``importlib.metadata`` searches it ('' is the working directory), with modification times."""
-    entries = [os.path.abspath(p or os.getcwd()) for p in sys.path]
-    return tuple((p, _mtime(p)) for p in entries if os.path.isdir(p))
+    """The distributions ``importlib.metadata`` finds on ``sys.path`` ('' is the working directory): each
+    ``*.dist-info`` / ``*.egg-info`` entry with its modification time (installing, removing or upgrading one
+    changes this; files written next to them, in a working directory on the path, do not)."""
+    key = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.getcwd())
+        try:
+            names = sorted(n for n in os.listdir(path) if n.endswith((".dist-info", ".egg-info")))
+        except OSError:
+            continue
+        key.append((path, tuple((n, _mtime(os.path.join(path, n))) for n in names)))
+    return tuple(key)
 
 
 def _packages_distributions(real: Callable[[], Any]) -> Callable[[], Any]:

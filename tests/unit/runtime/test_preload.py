@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[3]
+
 CODE = r"""
 import hashlib, importlib.metadata, json, sys
 calls = []
@@ -52,15 +54,16 @@ print(json.dumps(stats))
 
 def _worker(cache: Path, *args: str) -> dict:
     """A new process importing a worker's preload with ``cache`` as its import cache: its scan statistics."""
-    r = subprocess.run([sys.executable, "-c", CODE, *args], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "DS_ACCELERATOR": "cpu", "ORCHESTRATOR_IMPORT_CACHE": str(cache)})
+    r = subprocess.run([sys.executable, "-c", CODE, *args], capture_output=True, text=True, timeout=300, cwd=cache.parent,
+                       env={**os.environ, "DS_ACCELERATOR": "cpu", "ORCHESTRATOR_IMPORT_CACHE": str(cache),
+                            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def first_worker(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("imports")
+    cache = tmp_path_factory.mktemp("work") / "imports"  # the process runs in .../work ('' on its sys.path)
     return cache, _worker(cache)
 
 
@@ -74,6 +77,7 @@ def test_a_second_worker_takes_transformers_scans_from_the_cache_with_the_same_r
     files = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert any(n.startswith("packages_distributions-") for n in files)
     assert sum(n.startswith("transformers_structure-") for n in files) >= 2  # transformers and transformers.models
+    (cache.parent / "written_meanwhile.txt").write_text("x")  # a directory on sys.path changes; no distribution
     second = _worker(cache, "--stats-only")  # neither scan runs; the lazy modules and the distribution mapping are the same
     assert second["scans"] == 0 and second["structure_scans"] == 0 and second["mapping"]
     assert second["structure"] == first["structure"] and second["classes"] == first["classes"]
