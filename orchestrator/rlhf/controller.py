@@ -129,9 +129,9 @@ class RoleController:
         recovery which processes it kept."""
         import json
 
-        from orchestrator.core.files import atomic_write_text
-
         import ray
+
+        from orchestrator.core.files import atomic_write_text
 
         unknown = list({id(h): h for g in self.groups.values() for h in g.hosts if not h.pid}.values())
         for h, info in zip(unknown, ray.get([h.actor.info.remote() for h in unknown])):
