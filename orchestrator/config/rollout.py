@@ -113,7 +113,7 @@ def check_rollout(cfg: Any, roles: Sequence[Any] = ()) -> None:
     if not cfg.cluster.use_gpu and cfg.model.head_dim < MIN_CPU_HEAD_DIM:
         raise ConfigError("rollout.engine", f"vLLM on CPU needs a head dimension >= {MIN_CPU_HEAD_DIM}, model has "
                           f"hidden_size/num_heads = {cfg.model.hidden_size}/{cfg.model.num_heads} = {cfg.model.head_dim}",
-                          f"use model=tiny_h32 (or fewer model.num_heads), or rollout.engine=hf")
+                          "use model=tiny_h32 (or fewer model.num_heads), or rollout.engine=hf")
     if cfg.parallel.tensor_parallel > 1 or cfg.parallel.pipeline_parallel > 1:
         raise ConfigError("rollout.engine", "the vLLM engine takes the whole model (tensor parallel 1)",
                           "use parallel.tensor_parallel=1 and parallel.pipeline_parallel=1")

@@ -22,7 +22,6 @@ Public API:
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path

@@ -129,13 +129,10 @@ class RoleController:
         recovery which processes it kept."""
         import json
 
-        import ray
-
         from orchestrator.core.files import atomic_write_text
+        from orchestrator.runtime.worker_group import identify
 
-        unknown = list({id(h): h for g in self.groups.values() for h in g.hosts if not h.pid}.values())
-        for h, info in zip(unknown, ray.get([h.actor.info.remote() for h in unknown])):
-            h.pid = info["pid"]
+        identify([h for g in self.groups.values() for h in g.hosts])
         where = [{"role": name, "rank": r, "node_id": h.node_id, "pid": h.pid} for name, g in self.groups.items()
                  for r, h in enumerate(g.hosts)]
         self.out.mkdir(parents=True, exist_ok=True)

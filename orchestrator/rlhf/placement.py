@@ -80,7 +80,7 @@ class RoleGroup:
                  share_hosts: Optional[Sequence[Any]] = None) -> None:
         import ray
 
-        from orchestrator.runtime.worker_group import borrow
+        from orchestrator.runtime.worker_group import borrow, identify
 
         self.name = name
         n = role_cfg.num_workers
@@ -94,8 +94,8 @@ class RoleGroup:
         if n == 1:
             master = "127.0.0.1:0"
         else:
-            ips = ray.get([h.actor.info.remote() for h in self.hosts])
-            addr = "127.0.0.1" if len({i["node_id"] for i in ips}) == 1 else ips[0]["ip"]
+            identify(self.hosts)
+            addr = "127.0.0.1" if len({h.node_id for h in self.hosts}) == 1 else self.hosts[0].ip
             master = f"{addr}:{ray.get(self.hosts[0].actor.free_port.remote())}"
         self.pending = []
         for rank, host in enumerate(self.hosts):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from orchestrator.config.plan import model_parallel_groups
 from orchestrator.runtime.worker_group import (GroupSpec, Host, RankContext, RendezvousError, WorkerGroupError, borrow,
-                                               driver_node, give_back, kill_hosts, prewarm)
+                                               driver_node, give_back, identify, kill_hosts, prewarm)
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +221,7 @@ def _wire(hosts: list[Host], model_parallel: int = 1) -> tuple[list[Host], list[
     ranks span nodes)."""
     import ray
 
-    infos = ray.get([h.actor.info.remote() for h in hosts])
-    for h, info in zip(hosts, infos):
-        h.pid, h.ip = info["pid"], info["ip"]
+    identify(hosts)
     driver = driver_node()
     order, node_order = rank_order([h.node_id for h in hosts], driver)
     if driver is not None and node_order[0] != driver:

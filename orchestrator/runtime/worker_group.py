@@ -307,6 +307,16 @@ def kill_hosts(hosts: Sequence[Host]) -> None:
             pass
 
 
+def identify(hosts: Sequence[Host]) -> None:
+    """Fill ``pid`` and ``ip`` of the hosts that lack them, all in one round trip (a host's process and node never
+    change, so a host borrowed again is not asked twice)."""
+    import ray
+
+    unknown = list({id(h): h for h in hosts if not h.pid}.values())
+    for h, info in zip(unknown, ray.get([h.actor.info.remote() for h in unknown])):
+        h.pid, h.ip = info["pid"], info["ip"]
+
+
 def give_back(hosts: Sequence[Host], timeout_s: float = 60.0) -> bool:
     """Return healthy hosts (their job's state released) to the pool; the oldest idle ones beyond
     :data:`MAX_IDLE` are killed. When one of them cannot release within ``timeout_s`` (dead, or still busy:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def mfu(num_params: int, tokens_per_s: float, peak_tflops_per_worker: float, num_workers: int) -> float:

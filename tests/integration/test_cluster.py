@@ -26,7 +26,7 @@ def test_submitted_pretrain_succeeds_with_its_run_on_the_server(local_cluster, f
     job = finished_pretrain
     assert job.logs_rc == 0, job.logs_out[-4000:]
     assert f"job {job.job_id} SUCCEEDED" in job.logs_out
-    assert f"python -m jobs.pretrain" in job.logs_out and "cluster.address=auto" in job.logs_out
+    assert "python -m jobs.pretrain" in job.logs_out and "cluster.address=auto" in job.logs_out
     # The printed link points at this run on the tracking server.
     run = local_cluster.mlflow_get("runs/get", run_id=job.run_id)["run"]
     link = field_of(job.submit_out, "mlflow")
