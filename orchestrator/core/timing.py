@@ -7,6 +7,10 @@ import time
 from typing import Iterator
 
 
+STARTUP_FILE = "startup.json"
+"""``<output_dir>/startup.json``: a job's ``startup.*`` breakdown (the same numbers as its MLflow metrics)."""
+
+
 class Phases:
     """Accumulates the wall seconds of named phases, in the order they first ran."""
 
@@ -33,3 +37,25 @@ def one_line(seconds: dict[str, float], limit: int = 8) -> str:
     """``ray_start 3.1s, worker_group 12.0s, ...``: the largest phases, in their order."""
     top = sorted(seconds, key=seconds.get, reverse=True)[:limit]
     return ", ".join(f"{k} {seconds[k]:.1f}s" for k in seconds if k in top)
+
+
+AFTER_START = ("train_loop", "checkpoint", "samples", "recovery", "final_eval", "export", "register", "fit_teardown",
+               "teardown", "work")
+"""Phases after a job's start-up (the first step, or a data job's first task): not in ``to_first_step``."""
+
+
+def startup_metrics(seconds: dict[str, float], after: tuple[str, ...] = AFTER_START) -> dict[str, float]:
+    """``startup.<phase>_s`` for every phase, and ``startup.to_first_step_s``: the phases not in ``after``
+    (everything from the command to the end of the first step, for a training job)."""
+    phases = Phases()
+    phases.seconds = dict(seconds)
+    return {**phases.metrics(), "startup.to_first_step_s": round(sum(v for k, v in seconds.items() if k not in after), 3)}
+
+
+def startup_line(kind: str, metrics: dict[str, float], limit: int = 5) -> str:
+    """``ppo: first step after 9.1s of start-up (ray_start 1.2s, roles_start 5.0s, ...)``: the largest start-up
+    phases of :func:`startup_metrics`' result."""
+    before = {k[len("startup."):-2]: v for k, v in metrics.items()
+              if k != "startup.to_first_step_s" and k[len("startup."):-2] not in AFTER_START}
+    return (f"{kind}: first step after {metrics.get('startup.to_first_step_s', 0.0):.1f}s of start-up "
+            f"({one_line(before, limit)})")

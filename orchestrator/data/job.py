@@ -18,11 +18,14 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from orchestrator.config.base import as_dict
 from orchestrator.config.errors import ConfigError
+from orchestrator.core.console import say
+from orchestrator.core.timing import STARTUP_FILE, Phases, one_line, startup_metrics
 from orchestrator.data import dedup
 from orchestrator.data.chat_records import is_chat_record
 from orchestrator.data.decontam import build_index, eval_fingerprint
@@ -177,11 +180,18 @@ def _merge_quarantine(parts: list[Partition], work: Path, out: Path) -> Path:
     return path
 
 
+DATA_PHASES = ("decontam_index", "filter", "dedup", "finalize", "dataset", "ray_stop", "plots")
+"""data_prep's phases after its start-up (inputs, tracking_start, ray_start), in the ``startup.*`` breakdown."""
+
+
 def _run_stages(cfg: DataPrepConfig, pattern: str, parts: list[Partition], work: Path, out: Path,
-                dataset_dir: Path, fingerprint: str, run_id: Optional[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+                dataset_dir: Path, fingerprint: str, run_id: Optional[str],
+                phases: Phases) -> tuple[dict[str, Any], dict[str, Any]]:
     d = cfg.data
-    build_index(d.decontaminate, work, d.shuffle_partition_mb)  # issue 19: n-gram index of the eval sets
-    s1 = _stage1(parts, cfg, work)
+    with phases.phase("decontam_index"):
+        build_index(d.decontaminate, work, d.shuffle_partition_mb)  # issue 19: n-gram index of the eval sets
+    with phases.phase("filter"):
+        s1 = _stage1(parts, cfg, work)
     check_bad_files(s1, d.on_bad_file)  # issue 19: damaged files are quarantined, or fail with one line
     num_docs = sum(s["docs_in"] for s in s1)
     if num_docs == 0:
@@ -190,8 +200,10 @@ def _run_stages(cfg: DataPrepConfig, pattern: str, parts: list[Partition], work:
         raise ConfigError("data.input", f"{pattern!r} holds no usable record ({bad} quarantined, see "
                           f"{out / 'quarantine.jsonl'})" if bad else f"{pattern!r} holds no records",
                           f"check data.text_field={d.text_field!r}, data.format and the file contents")
-    dedup_result = _stage2(parts, cfg, work, sum(s["docs_out"] for s in s1))
-    s3 = map_tasks(finalize_partition, [{"index": p.index} for p in parts], cfg=d, work=str(work), out=str(out))
+    with phases.phase("dedup"):
+        dedup_result = _stage2(parts, cfg, work, sum(s["docs_out"] for s in s1))
+    with phases.phase("finalize"):
+        s3 = map_tasks(finalize_partition, [{"index": p.index} for p in parts], cfg=d, work=str(work), out=str(out))
     stats = aggregate_step_stats(DocumentSteps(d).enabled_steps(), s1, s3)
     stats["dedup"] = dedup_result
     stats["partitions"] = {"total": len(parts), "stage1_skipped": sum(bool(s.get("skipped")) for s in s1),
@@ -202,7 +214,8 @@ def _run_stages(cfg: DataPrepConfig, pattern: str, parts: list[Partition], work:
                           "relax the thresholds or disable steps (e.g. data.c4.enabled=false)")
     source = {"input": pattern, "fingerprint": fingerprint, "docs_in": stats["docs_in"],
               "docs_kept": stats["docs_kept"], "run_id": run_id}
-    manifest = _build_dataset(cfg, parts, work, out, dataset_dir, source)
+    with phases.phase("dataset"):
+        manifest = _build_dataset(cfg, parts, work, out, dataset_dir, source)
     for k in ("num_tokens", "num_blocks", "num_records"):
         if k in manifest:
             stats[k] = manifest[k]
@@ -219,37 +232,49 @@ def run_data_prep(cfg: DataPrepConfig) -> dict[str, Any]:
     """
     from orchestrator.runtime.ray_runtime import ray_session
 
+    phases = Phases()
     d = cfg.data
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    dataset_dir = Path(d.output) if d.output else out / "dataset"
-    pattern, parts = resolve_partitions(out, d)
-    fingerprint = _fingerprint(cfg, parts)
-    _prepare_work(cfg, work, fingerprint)
+    with phases.phase("inputs"):
+        out = Path(cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        work = out / "work"
+        dataset_dir = Path(d.output) if d.output else out / "dataset"
+        pattern, parts = resolve_partitions(out, d)
+        fingerprint = _fingerprint(cfg, parts)
+        _prepare_work(cfg, work, fingerprint)
     tracker = None
     if cfg.tracking.enabled:
         from orchestrator.tracking import JobTracker
 
-        tracker = JobTracker.start(cfg)
+        with phases.phase("tracking_start"):
+            tracker = JobTracker.start(cfg)
     with tracker if tracker is not None else contextlib.nullcontext():
-        with ray_session(cfg.cluster):
+        with contextlib.ExitStack() as session:
+            with phases.phase("ray_start"):
+                session.enter_context(ray_session(cfg.cluster))
             stats, manifest = _run_stages(cfg, pattern, parts, work, out, dataset_dir, fingerprint,
-                                          tracker.run_id if tracker else None)
+                                          tracker.run_id if tracker else None, phases)
+            t_stop = time.perf_counter()
+        phases.add("ray_stop", time.perf_counter() - t_stop)
         (out / "stats.json").write_text(json.dumps(stats, indent=2))
         plot = None
         if d.plots:
-            plot = plot_filter_histograms(sorted(str(p) for p in (work / "stage1" / "filterstats").glob("*.parquet")),
-                                          out / "plots")
+            with phases.phase("plots"):
+                plot = plot_filter_histograms(sorted(str(p) for p in (work / "stage1" / "filterstats").glob("*.parquet")),
+                                              out / "plots")
+        startup = startup_metrics(phases.seconds, DATA_PHASES)
+        (out / STARTUP_FILE).write_text(json.dumps(startup, indent=1))
         if tracker is not None:
             _log_to_mlflow(tracker, stats, out, plot, dataset_dir)
+            tracker.log_metrics(startup, step=0)
+    say(f"data_prep: {one_line(phases.seconds, 6)}")
     steps = {s["step"]: {"in": s["docs_in"], "out": s["docs_out"]} for s in stats["steps"]}
     log.info("data_prep: %d documents in, %d kept, %d quarantined; dataset %s (digest %s)",
              stats["docs_in"], stats["docs_kept"], stats["quarantined"], dataset_dir, manifest["digest"][:12])
     return {"output_dir": str(out), "dataset_dir": str(dataset_dir), "manifest_digest": manifest["digest"],
             "steps": steps, "docs_in": stats["docs_in"], "docs_kept": stats["docs_kept"],
             "quarantined": stats["quarantined"], "bad_files": stats["bad_files"], "run_id": tracker.run_id if tracker else None,
-            "stats_path": str(out / "stats.json")}
+            "stats_path": str(out / "stats.json"), "startup": startup}
 
 
 def _log_to_mlflow(tracker: Any, stats: dict[str, Any], out: Path, plot: Optional[Path], dataset_dir: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +24,7 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import GRPOOptions, RewardConfig
 from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
+from orchestrator.core.timing import Phases
 from orchestrator.kinds.registry import KindSpec, model_output
 from orchestrator.rlhf.placement import check_placement, check_storage
 from orchestrator.rlhf.plan import grpo_plan, grpo_roles
@@ -81,6 +83,8 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
     from orchestrator.tracking import job_run, lineage_tags
     from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model
 
+    phases = Phases()
+    t_inputs = time.perf_counter()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy = resolve_model(cfg.model.pretrained, cfg, "model.pretrained")
@@ -94,31 +98,35 @@ def run(cfg: GRPOConfig) -> Mapping[str, Any]:
                         reward_functions=",".join(f.function for f in cfg.reward.functions) or None)
     tags.update(rollout_tags(cfg))
     env = worker_env(cfg.cluster)
+    phases.add("inputs", time.perf_counter() - t_inputs)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(ray_session(cfg.cluster, preload=ROLE_PRELOAD))
-        # the role processes start importing now, while the prompts are tokenized and the MLflow run opens
-        prewarm_role_hosts(cfg.grpo, grpo_roles(cfg.grpo), ("actor",), cfg.cluster, env)
-        from orchestrator.data.tokenizer import load_tokenizer
-        from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
-        from orchestrator.rlhf.controller import run_roles_and_export
-        from orchestrator.rlhf.grpo import GRPOController
+        with phases.phase("ray_start"):
+            stack.enter_context(ray_session(cfg.cluster, preload=ROLE_PRELOAD))
+            # the role processes start importing now, while the prompts are tokenized and the MLflow run opens
+            prewarm_role_hosts(cfg.grpo, grpo_roles(cfg.grpo), ("actor",), cfg.cluster, env)
+        with phases.phase("prompts"):
+            from orchestrator.data.tokenizer import load_tokenizer
+            from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
+            from orchestrator.rlhf.controller import run_roles_and_export
+            from orchestrator.rlhf.grpo import GRPOController
 
-        tok = load_tokenizer(tokenizer)
-        raw = read_records(data)
-        train_idx, eval_idx = split_heldout(len(raw), cfg.data.eval_fraction if cfg.grpo.num_eval_prompts else 0.0,
-                                            load_manifest(data)["digest"])
-        budget = cfg.model.seq_len - cfg.grpo.max_new_tokens
-        records, chat, dropped = rollout_records(tok, [raw[i] for i in train_idx], budget)
-        eval_records = rollout_records(tok, [raw[i] for i in eval_idx], budget)[0][:cfg.grpo.num_eval_prompts]
+            tok = load_tokenizer(tokenizer)
+            raw = read_records(data)
+            train_idx, eval_idx = split_heldout(len(raw), cfg.data.eval_fraction if cfg.grpo.num_eval_prompts else 0.0,
+                                                load_manifest(data)["digest"])
+            budget = cfg.model.seq_len - cfg.grpo.max_new_tokens
+            records, chat, dropped = rollout_records(tok, [raw[i] for i in train_idx], budget)
+            eval_records = rollout_records(tok, [raw[i] for i in eval_idx], budget)[0][:cfg.grpo.num_eval_prompts]
         if dropped:
             log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
-        tracker = stack.enter_context(job_run(cfg))
-        tracker.set_tags(tags)
-        tracker.log_dataset(data, "train")
+        with phases.phase("tracking_start"):
+            tracker = stack.enter_context(job_run(cfg))
+            tracker.set_tags(tags)
+            tracker.log_dataset(data, "train")
         ctl = GRPOController(cfg, policy_dir=policy, reward_dir=reward, tokenizer_dir=tokenizer, records=records,
                              tracker=tracker, env=env,
                              stop_ids=generation_stop_ids(tok, chat) if chat else None, eval_records=eval_records)
-        return run_roles_and_export(ctl, cfg, tracker, tags, out)
+        return run_roles_and_export(ctl, cfg, tracker, tags, out, phases)
 
 
 SPEC = KindSpec(

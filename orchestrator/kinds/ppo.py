@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +22,7 @@ from orchestrator.config.errors import ConfigError
 from orchestrator.config.jobs import TrainJobConfig
 from orchestrator.config.rlhf import PPOOptions, RewardFunctionsConfig
 from orchestrator.config.rollout import RolloutConfig, check_rollout, rollout_tags
+from orchestrator.core.timing import Phases
 from orchestrator.kinds.registry import KindSpec, model_output
 from orchestrator.rlhf.placement import ROLES, check_placement, check_storage
 from orchestrator.rlhf.plan import ppo_plan
@@ -78,6 +80,8 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
     from orchestrator.tracking import job_run, lineage_tags
     from orchestrator.training.inputs import dataset_dir, init_model_dir, pick_tokenizer, resolve_model
 
+    phases = Phases()
+    t_inputs = time.perf_counter()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy = resolve_model(cfg.model.pretrained, cfg, "model.pretrained")
@@ -94,26 +98,30 @@ def run(cfg: PPOConfig) -> Mapping[str, Any]:
                         reward_functions=None if cfg.ppo.reward_model else functions)
     tags.update(rollout_tags(cfg))
     env = worker_env(cfg.cluster)
+    phases.add("inputs", time.perf_counter() - t_inputs)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(ray_session(cfg.cluster, preload=ROLE_PRELOAD))
-        # the role processes start importing now, while the prompts are tokenized and the MLflow run opens
-        prewarm_role_hosts(cfg.ppo, ROLES, ("actor", "critic"), cfg.cluster, env)
-        from orchestrator.data.tokenizer import load_tokenizer
-        from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
-        from orchestrator.rlhf.controller import run_roles_and_export
-        from orchestrator.rlhf.ppo import PPOController
+        with phases.phase("ray_start"):
+            stack.enter_context(ray_session(cfg.cluster, preload=ROLE_PRELOAD))
+            # the role processes start importing now, while the prompts are tokenized and the MLflow run opens
+            prewarm_role_hosts(cfg.ppo, ROLES, ("actor", "critic"), cfg.cluster, env)
+        with phases.phase("prompts"):
+            from orchestrator.data.tokenizer import load_tokenizer
+            from orchestrator.rlhf.chat_prompts import generation_stop_ids, rollout_records
+            from orchestrator.rlhf.controller import run_roles_and_export
+            from orchestrator.rlhf.ppo import PPOController
 
-        tok = load_tokenizer(tokenizer)
-        records, chat, dropped = rollout_records(tok, read_records(data), cfg.model.seq_len - cfg.ppo.max_new_tokens)
+            tok = load_tokenizer(tokenizer)
+            records, chat, dropped = rollout_records(tok, read_records(data), cfg.model.seq_len - cfg.ppo.max_new_tokens)
         if dropped:
             log.warning("%d prompt conversations do not fit seq_len - max_new_tokens: dropped", dropped)
-        tracker = stack.enter_context(job_run(cfg))
-        tracker.set_tags(tags)
-        tracker.log_dataset(data, "train")
+        with phases.phase("tracking_start"):
+            tracker = stack.enter_context(job_run(cfg))
+            tracker.set_tags(tags)
+            tracker.log_dataset(data, "train")
         ctl = PPOController(cfg, policy_dir=policy, critic_dir=critic or policy, reward_dir=reward,
                             tokenizer_dir=tokenizer, records=records, tracker=tracker, env=env,
                             stop_ids=generation_stop_ids(tok, chat) if chat else None)
-        return run_roles_and_export(ctl, cfg, tracker, tags, out)
+        return run_roles_and_export(ctl, cfg, tracker, tags, out, phases)
 
 
 SPEC = KindSpec(

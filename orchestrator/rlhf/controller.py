@@ -16,6 +16,7 @@ state a step depends on (:meth:`RoleController.state_dict`). This class owns the
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from orchestrator.config.jobs import checkpoint_root
+from orchestrator.core.timing import STARTUP_FILE, Phases, startup_line, startup_metrics
 from orchestrator.rlhf.placement import RoleGroup, create_placement_group, shares_processes
 from orchestrator.rlhf.ppo_checkpoint import find_resume_checkpoint, load_ppo_state, save_ppo_checkpoint
 from orchestrator.rlhf.rollout import pad_right, shard_rows
@@ -64,6 +66,8 @@ class RoleController:
         self.pg = None
         self.extra_pgs: list[Any] = []  # placement groups of start_extra_groups' role groups
         self.step = 0
+        self.phases = Phases()
+        """Wall seconds of the job's phases (the ``startup.*`` breakdown); the kind adds its own before the roles."""
 
     # ------------------------------------------------------------------ what a subclass provides
     def reset_state(self) -> None:
@@ -205,23 +209,31 @@ class RoleController:
         if resume_from is None:  # a fresh run forgets step records of an earlier attempt without checkpoints
             self.steplog.path.unlink(missing_ok=True)
         self.reset_state()
-        self.start_roles()
+        with self.phases.phase("roles_start"):  # placement, role processes (their imports), models, engines
+            self.start_roles()
         if resume_from is not None:
-            self.load_state_dict(load_ppo_state(resume_from, self._trained()))
-            self.after_load()
+            with self.phases.phase("restore"):
+                self.load_state_dict(load_ppo_state(resume_from, self._trained()))
+                self.after_load()
         last: dict[str, float] = {}
-        while self.step < cfg.trainer.max_steps:
-            step = self.step + 1
-            try:
-                last = self._one_step(step)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                failures += 1
-                if failures > cfg.trainer.max_failures:
-                    raise RuntimeError(f"{cfg.kind} role failed {failures} times (trainer.max_failures="
-                                       f"{cfg.trainer.max_failures}); last error: {exc}") from exc
-                log.warning("a %s role died at step %d (%s); recovering from the last checkpoint", cfg.kind, step, exc)
-                recoveries += 1
-                self._recover()
+        with self.phases.phase("train_loop"):  # the whole loop: first step, checkpoints and recoveries included
+            while self.step < cfg.trainer.max_steps:
+                step = self.step + 1
+                try:
+                    t_step = time.perf_counter()
+                    last = self._one_step(step)
+                    if "first_step" not in self.phases.seconds:
+                        self.phases.add("first_step", last["step_time_s"])  # rollout + update, no checkpoint
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                    failures += 1
+                    if failures > cfg.trainer.max_failures:
+                        raise RuntimeError(f"{cfg.kind} role failed {failures} times (trainer.max_failures="
+                                           f"{cfg.trainer.max_failures}); last error: {exc}") from exc
+                    log.warning("a %s role died at step %d (%s); recovering from the last checkpoint", cfg.kind,
+                                step, exc)
+                    recoveries += 1
+                    self._recover()
+                    self.phases.add("recovery", time.perf_counter() - t_step)  # failed step start -> roles restored
         return {"steps": self.step, "failures_recovered": recoveries, "last_metrics": last}
 
     def _recover(self, attempts: int = 5) -> None:
@@ -258,7 +270,9 @@ class RoleController:
         if step % self.p.sample_every == 0 or step == cfg.trainer.max_steps:
             self.log_samples(step, samples)
         if step == cfg.trainer.max_steps or (cfg.trainer.save_every and step % cfg.trainer.save_every == 0):
-            save_ppo_checkpoint(self.ckpt_root, step, self._trained(), self.state_dict(), cfg.trainer.keep_checkpoints)
+            with self.phases.phase("checkpoint"):
+                save_ppo_checkpoint(self.ckpt_root, step, self._trained(), self.state_dict(),
+                                    cfg.trainer.keep_checkpoints)
         return stats
 
     # ------------------------------------------------------------------ outputs
@@ -295,22 +309,38 @@ class RoleController:
         return {"actor": ray.get(self.groups["actor"].workers[0].state_fingerprint.remote())}
 
 
-def run_roles_and_export(ctl: "RoleController", cfg: Any, tracker: Any, tags: dict[str, str], out: Path) -> dict[str, Any]:
+def run_roles_and_export(ctl: "RoleController", cfg: Any, tracker: Any, tags: dict[str, str], out: Path,
+                         phases: Phases | None = None) -> dict[str, Any]:
     """What a role-controller kind (ppo, grpo) does inside its MLflow run and Ray session: run the loop
-    with a progress line, export and register the actor, stop the roles; returns the job's result."""
-    from orchestrator.core.console import StepProgress
+    with a progress line, export and register the actor, stop the roles; returns the job's result.
 
+    ``phases``: what the kind timed before the roles (inputs, Ray start, prompts, MLflow run); the job's whole
+    breakdown (:func:`orchestrator.core.timing.startup_metrics`) is logged at step 0, written to
+    ``startup.json``, printed as one line and returned as ``startup``."""
+    from orchestrator.core.console import StepProgress, say
+    from orchestrator.core.files import atomic_write_text
+
+    if phases is not None:
+        ctl.phases = phases
     healthy = False
     try:
         with StepProgress(cfg.kind, out / "steps.jsonl", cfg.trainer.max_steps):
             summary = ctl.run()
-        export_dir = ctl.export(out / "export") if cfg.trainer.export else None
+        with ctl.phases.phase("export"):
+            export_dir = ctl.export(out / "export") if cfg.trainer.export else None
         fingerprint = ctl.fingerprints()["actor"]
         healthy = True
     finally:
-        ctl.stop_roles(healthy)
-    version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
+        with ctl.phases.phase("teardown"):
+            ctl.stop_roles(healthy)
+    with ctl.phases.phase("register"):
+        version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
+    startup = startup_metrics(ctl.phases.seconds)
+    tracker.log_metrics(startup, 0)
+    atomic_write_text(out / STARTUP_FILE, json.dumps(startup, indent=1))
+    say(startup_line(cfg.kind, startup))
     last = summary["last_metrics"]
     return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,
             "model_version": version, "model_name": cfg.run_name if version else None,
-            "actor_fingerprint": fingerprint, "metrics": last, "final_reward_mean": last.get("reward_mean"), **summary}
+            "actor_fingerprint": fingerprint, "metrics": last, "final_reward_mean": last.get("reward_mean"),
+            "startup": startup, **summary}

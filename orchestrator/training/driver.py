@@ -21,7 +21,7 @@ from orchestrator.config.jobs import TrainJobConfig, checkpoint_root, checkpoint
 from orchestrator.config.plan import make_train_plan
 from orchestrator.core.console import StepProgress, say
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
-from orchestrator.core.timing import Phases, one_line
+from orchestrator.core.timing import Phases, startup_line, startup_metrics
 from orchestrator.engine.checkpoint import latest_committed, read_trainer_state
 from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
 from orchestrator.runtime.ray_runtime import ray_session
@@ -106,8 +106,7 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
         run_id = tracker.run_id
         startup = _startup_metrics(Path(cfg.output_dir), phases)
         tracker.log_metrics(startup, 0)
-    say(f"{cfg.kind}: first step after {startup.get('startup.to_first_step_s', 0):.1f}s of start-up ("
-        f"{one_line({k[8:-2]: v for k, v in startup.items() if k not in ('startup.to_first_step_s', 'startup.train_loop_s')}, 5)})")
+    say(startup_line(cfg.kind, startup))
     return {**_result(cfg, Path(cfg.output_dir), run_id, prepared["export_dir"], version, prepared["resume_dir"],
                       time.time() - t0), "startup": startup}
 
@@ -216,11 +215,7 @@ def _startup_metrics(out: Path, phases: Phases) -> dict[str, float]:
     seconds.update(worker.get("worker", {}))
     inside = seconds.get("worker_group", 0.0) + sum(worker.get("worker", {}).values())
     seconds["fit_teardown"] = max(0.0, fit - inside)
-    after = ("train_loop", "checkpoint", "final_eval", "export", "register", "fit_teardown")
-    metrics = Phases()
-    metrics.seconds = seconds
-    result = {**metrics.metrics(), "startup.to_first_step_s": round(
-        sum(v for k, v in seconds.items() if k not in after), 3)}
+    result = startup_metrics(seconds)
     (out / STARTUP_FILE).write_text(json.dumps(result, indent=1))
     return result
 

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from orchestrator.core.timing import STARTUP_FILE
 from orchestrator.training.inputs import PACKED
 from orchestrator.training.task import TrainTask, WorkerContext
 
 log = logging.getLogger(__name__)
 
 EVAL_FILE = "eval.json"
-STARTUP_FILE = "startup.json"
 PLACEMENT_FILE = "placement.json"
 """Where each rank ran: ``[{rank, node_id, hostname, local_dir}, ...]`` (rank 0 writes it for every rank)."""
-"""Rank 0's phase timings (``worker`` seconds, ``entry_time``); the driver adds its own and logs them."""
 
 
 @dataclass

@@ -104,6 +104,16 @@ def test_end_to_end_packed_dataset(first_run):
     assert res["manifest_digest"][:36] in digests
     arts = {a.path for a in client.list_artifacts(res["run_id"], "data_prep")}
     assert "data_prep/stats.json" in arts and "data_prep/plots" in arts
+    # the job's phase breakdown: result, startup.json and MLflow agree; Ray's start is the only start-up
+    startup = res["startup"]
+    assert json.loads((Path(out) / "startup.json").read_text()) == startup
+    assert {k: run.data.metrics[k] for k in startup} == pytest.approx(startup)
+    phases = [k[len("startup."):-2] for k in startup if k != "startup.to_first_step_s"]
+    assert phases == ["inputs", "tracking_start", "ray_start", "decontam_index", "filter", "dedup", "finalize",
+                      "dataset", "ray_stop", "plots"]
+    assert startup["startup.to_first_step_s"] == pytest.approx(
+        startup["startup.inputs_s"] + startup["startup.tracking_start_s"] + startup["startup.ray_start_s"], abs=1e-2)
+    assert startup["startup.filter_s"] > 0 and startup["startup.dedup_s"] > 0
 
 
 @pytest.mark.slow

@@ -95,6 +95,10 @@ def test_grpo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, tmp
         assert [m.step for m in client.get_metric_history(res["run_id"], name)] == [at], name
     samples = {a.path for a in client.list_artifacts(res["run_id"], "samples")}
     assert samples == {"samples/step_000010.json", "samples/step_000015.json"}
+    startup = res["startup"]  # the RL start-up breakdown (PPO's test checks it in full)
+    assert [m.step for m in client.get_metric_history(res["run_id"], "startup.roles_start_s")] == [0]
+    assert startup["startup.first_step_s"] == pytest.approx(per_step[1]["step_time_s"], abs=1e-3)
+    assert 0 < startup["startup.roles_start_s"] < startup["startup.to_first_step_s"]
 
 
 def test_rloo_without_kl_runs_and_counts_failing_function_under_on_error_zero(ray_local, sft_policy, tmp_path):

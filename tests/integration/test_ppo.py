@@ -91,6 +91,21 @@ def test_ppo_raises_reward_above_sft_with_bounded_kl(ray_local, sft_policy, shar
     samples = {a.path for a in client.list_artifacts(res["run_id"], "samples")}
     assert samples == {"samples/step_000010.json", "samples/step_000020.json"}
 
+    # The job's start-up breakdown: in the result, startup.json and MLflow (step 0), the same numbers.
+    startup = res["startup"]
+    assert json.loads((Path(res["output_dir"]) / "startup.json").read_text()) == startup
+    for key, value in startup.items():
+        (point,) = client.get_metric_history(res["run_id"], key)
+        assert point.step == 0 and point.value == pytest.approx(value), key
+    phases = {k[len("startup."):-2]: v for k, v in startup.items() if k != "startup.to_first_step_s"}
+    assert list(phases) == ["inputs", "ray_start", "prompts", "tracking_start", "roles_start", "first_step",
+                            "checkpoint", "train_loop", "export", "teardown", "register"]  # the last step saves
+    assert all(v >= 0 for v in phases.values()) and phases["roles_start"] > 0
+    assert phases["first_step"] == pytest.approx(per_step[1]["step_time_s"], abs=1e-3)
+    assert phases["first_step"] < phases["train_loop"]  # the loop holds all 20 steps
+    assert startup["startup.to_first_step_s"] == pytest.approx(sum(
+        phases[k] for k in ("inputs", "ray_start", "prompts", "tracking_start", "roles_start", "first_step")), abs=1e-2)
+
 
 def test_ppo_resume_and_role_recovery_reproduce_uninterrupted_run(ray_local, sft_policy, tmp_path, caplog):
     from orchestrator.kinds.ppo import run as run_ppo
@@ -113,6 +128,8 @@ def test_ppo_resume_and_role_recovery_reproduce_uninterrupted_run(ray_local, sft
         recovered = run_ppo(ppo_cfg(tmp_path, "recovered", sft_policy, *common, "trainer.fail_at_step=5",
                                     "trainer.max_failures=1"))
     assert recovered["failures_recovered"] == 1
+    assert recovered["startup"]["startup.recovery_s"] > 0 and "startup.recovery_s" not in ref["startup"]
+    assert "startup.restore_s" in resumed["startup"] and "startup.restore_s" not in ref["startup"]
     # only the critic's process was started again: the actor's (reference and reward inside it) served on
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("roles restarting")]
     kept = {role: [int(p) for p in pids.split()] for role, pids in re.findall(r"(\w+) \(pids ([\d ]+)\)", line)}

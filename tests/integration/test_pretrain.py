@@ -126,6 +126,23 @@ def test_mlflow_has_every_step_exactly_once(reference, faulted, ws, stage):
             assert [p[0] for p in _metric_steps(ws, res["run_id"], key)] == list(range(1, STEPS + 1)), key
 
 
+def test_startup_breakdown_is_in_the_result_startup_json_and_mlflow(reference, ws):
+    """The job records its own start-up: driver phases, the worker group's start and rank 0's phases, at step 0."""
+    res = reference[0]
+    startup = res["startup"]
+    assert json.loads((Path(res["output_dir"]) / "startup.json").read_text()) == startup
+    for key, value in startup.items():
+        assert _metric_steps(ws, res["run_id"], key) == [(0, pytest.approx(value))], key
+    phases = {k[len("startup."):-2]: v for k, v in startup.items() if k != "startup.to_first_step_s"}
+    for name in ("inputs", "ray_start", "tracking_start", "worker_group", "worker_imports", "data", "model_build",
+                 "engine_init", "first_step", "train_loop", "checkpoint", "final_eval", "export", "register"):
+        assert name in phases and phases[name] >= 0, name
+    assert phases["first_step"] < phases["train_loop"] and phases["worker_group"] > 0
+    before = [v for k, v in phases.items() if k not in ("train_loop", "checkpoint", "final_eval", "export",
+                                                          "register", "fit_teardown")]
+    assert startup["startup.to_first_step_s"] == pytest.approx(sum(before), abs=1e-2)
+
+
 def test_checkpoints_are_committed_and_pruned(reference, ws):
     root = ws / "ref_z3" / "checkpoints"
     tags = sorted(p.name for p in root.iterdir() if p.name.startswith("step_"))
