@@ -81,12 +81,12 @@ def stats_metrics(stats: dict[str, Any]) -> dict[str, float]:
 
 
 def plot_filter_histograms(filterstat_files: list[str], out_dir: Path, max_values: int = 200_000) -> Optional[Path]:
-    """One PNG with a histogram per filter measure; None when matplotlib is missing or no data."""
-    try:
-        import matplotlib
+    """One PNG with a histogram per filter measure; None when matplotlib is missing or no data.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    Drawn without pyplot (no global state, no GUI backend) with one filled step artist per histogram and a
+    fixed layout: ~1.4 s for the demo's 23 measures where ``hist`` bars and ``tight_layout`` took ~3-4 s."""
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         log.warning("matplotlib is not installed: skipping the filter histograms")
         return None
@@ -98,23 +98,26 @@ def plot_filter_histograms(filterstat_files: list[str], out_dir: Path, max_value
         table = pq.read_table(path)
         for name in table.column_names:
             col = table.column(name).to_numpy(zero_copy_only=False)
-            values.setdefault(name, []).append(col[~np.isnan(col)])
+            values.setdefault(name, []).append(col[np.isfinite(col)])
     merged = {k: np.concatenate(v)[:max_values] for k, v in values.items()}
     merged = {k: v for k, v in merged.items() if v.size}
     if not merged:
         return None
     cols = 4
     rows = (len(merged) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 2.8 * rows))
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.5 / (2.8 * rows), top=1 - 0.3 / (2.8 * rows),
+                        wspace=0.25, hspace=0.45)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (name, v) in zip(axes.flat, sorted(merged.items())):
-        ax.hist(v, bins=40, color="#4477aa")
+        counts, edges = np.histogram(v, bins=40)
+        ax.stairs(counts, edges, fill=True, color="#4477aa")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.locator_params(nbins=4)
     for ax in list(axes.flat)[len(merged):]:
         ax.axis("off")
-    fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "filter_histograms.png"
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path

@@ -96,3 +96,18 @@ def import_modules(modules: tuple[str, ...]) -> None:
                 importlib.import_module(name)
             except Exception as exc:  # noqa: BLE001
                 log.debug("preload of %s failed: %s", name, exc)
+
+
+def import_in_background(*modules: str) -> None:
+    """Import what a driver needs next in a daemon thread, so the imports overlap its waits (``ray.init`` on its
+    processes, Ray tasks). Failures are ignored here: the job's own import raises them where they matter."""
+    import threading
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - see above
+                pass
+
+    threading.Thread(target=work, daemon=True, name="preimport").start()

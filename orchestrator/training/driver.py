@@ -24,6 +24,7 @@ from orchestrator.core.files import copy_tokenizer, has_tokenizer
 from orchestrator.core.timing import Phases, startup_line, startup_metrics
 from orchestrator.engine.checkpoint import latest_committed, read_trainer_state
 from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
+from orchestrator.runtime.preload import import_in_background
 from orchestrator.runtime.ray_runtime import ray_session
 from orchestrator.runtime.worker_group import driver_node
 from orchestrator.tracking import config_hash, job_run, lineage_tags
@@ -87,14 +88,14 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     """
     t0 = time.time()
     phases = Phases()
-    _import_in_background("ray")  # ~1 s of imports that the Ray start would otherwise begin with
+    import_in_background("ray")  # ~1 s of imports that the Ray start would otherwise begin with
     with phases.phase("inputs"):
         prepared = _prepare(cfg, task)
     if prepared["resume_dir"]:
         step = read_trainer_state(prepared["resume_dir"])["step"]
         say(f"{cfg.kind}: resumed from {prepared['resume_dir']} at step {step}")
     with contextlib.ExitStack() as stack:
-        _import_in_background("mlflow.store.tracking.sqlalchemy_store")  # while Ray starts
+        import_in_background("mlflow.store.tracking.sqlalchemy_store")  # while Ray starts
         with phases.phase("ray_start"):
             stack.enter_context(ray_session(cfg.cluster, preload=WORKER_PRELOAD))
             from orchestrator.runtime.rank_group import prepare
@@ -109,21 +110,6 @@ def run_training(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:
     say(startup_line(cfg.kind, startup))
     return {**_result(cfg, Path(cfg.output_dir), run_id, prepared["export_dir"], version, prepared["resume_dir"],
                       time.time() - t0), "startup": startup}
-
-
-def _import_in_background(*modules: str) -> None:
-    """Import what the job needs next in a thread, so it overlaps ``ray.init`` waiting on its processes."""
-    import importlib
-    import threading
-
-    def work() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the job imports it again and reports a real failure then
-                pass
-
-    threading.Thread(target=work, daemon=True, name="preimport").start()
 
 
 def _prepare(cfg: TrainJobConfig, task: TrainTask) -> dict[str, Any]:

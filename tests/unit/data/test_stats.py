@@ -36,3 +36,30 @@ def test_aggregate_chains_steps_and_counts():
         assert a["docs_out"] == b["docs_in"]
     m = stats_metrics(st | {"num_tokens": 999})
     assert m["near_dedup.docs_out"] == 18 and m["quarantined"] == 3 and m["num_tokens"] == 999
+
+
+def test_filter_histograms_png_one_panel_per_measure_with_finite_values(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from orchestrator.data.stats import plot_filter_histograms
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(2):  # two partitions' filter statistics; NaN = not measured, inf must not break the range
+        words = rng.normal(200, 40, 50)
+        words[:3] = np.nan
+        ratio = np.zeros(50)  # a constant column (all documents alike)
+        ratio[0] = np.inf
+        path = tmp_path / f"part_{i}.parquet"
+        pq.write_table(pa.table({"gopher_words": words, "dup_line_frac": ratio, "c4_sentences": rng.poisson(9, 50),
+                                 "top_2_gram_char_frac": rng.random(50), "never_measured": np.full(50, np.nan)}), path)
+        files.append(str(path))
+    out = plot_filter_histograms(files, tmp_path / "plots")
+    assert out == tmp_path / "plots" / "filter_histograms.png"
+    with Image.open(out) as img:
+        # four measured columns fill one row of 4 panels (the never-measured one gets none: a 5th would add a row)
+        assert img.format == "PNG" and img.size == (4 * 4 * 80, int(2.8 * 80))
+    assert plot_filter_histograms([], tmp_path / "none") is None  # nothing measured: no file
