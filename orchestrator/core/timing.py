@@ -39,9 +39,8 @@ def one_line(seconds: dict[str, float], limit: int = 8) -> str:
     return ", ".join(f"{k} {seconds[k]:.1f}s" for k in seconds if k in top)
 
 
-AFTER_START = ("train_loop", "checkpoint", "samples", "recovery", "final_eval", "export", "register", "fit_teardown",
-               "teardown", "work")
-"""Phases after a job's start-up (the first step, or a data job's first task): not in ``to_first_step``."""
+AFTER_START = ("train_loop", "checkpoint", "recovery", "final_eval", "export", "register", "fit_teardown", "teardown")
+"""Phases after a training job's first step: not in ``to_first_step`` (a data job passes its own)."""
 
 
 def startup_metrics(seconds: dict[str, float], after: tuple[str, ...] = AFTER_START) -> dict[str, float]:

@@ -271,7 +271,7 @@ def run_data_prep(cfg: DataPrepConfig) -> dict[str, Any]:
         if tracker is not None:
             _log_to_mlflow(tracker, stats, out, plot, dataset_dir)
             tracker.log_metrics(startup, step=0)
-    say(f"data_prep: {one_line(phases.seconds, 6)}")
+    say(f"data_prep: {sum(phases.seconds.values()):.1f}s ({one_line(phases.seconds, 6)})")
     steps = {s["step"]: {"in": s["docs_in"], "out": s["docs_out"]} for s in stats["steps"]}
     log.info("data_prep: %d documents in, %d kept, %d quarantined; dataset %s (digest %s)",
              stats["docs_in"], stats["docs_kept"], stats["quarantined"], dataset_dir, manifest["digest"][:12])
