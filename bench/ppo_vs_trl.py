@@ -58,13 +58,13 @@ def run_ours(root: Path, policy: str, rm: str, steps: int) -> dict:
                        f"ppo.ppo_epochs={EPOCHS}", f"ppo.max_new_tokens={NEW_TOKENS}", "trainer.export=false",
                        "cluster.num_cpus=2"])
     t0 = time.time()
-    run_ppo(cfg)
+    res = run_ppo(cfg)
     wall = time.time() - t0
     per_step = read_steps(str(Path(cfg.output_dir)))
     times = [per_step[s]["step_time_s"] for s in sorted(per_step)][1:]
     phases = {k: statistics.median(per_step[s][k] for s in sorted(per_step)[1:])
               for k in ("time_generate_s", "time_score_s", "time_train_s")}
-    return {"step_s": statistics.median(times), "job_wall_s": wall, **phases}
+    return {"step_s": statistics.median(times), "job_wall_s": wall, **phases, "startup": res["startup"]}
 
 
 def run_trl(root: Path, policy: str, steps: int) -> dict:
@@ -124,6 +124,8 @@ def main(argv: list[str]) -> None:
     print(f"{'whole job wall time':24}{ours['job_wall_s']:>17.1f}s{trl.get('job_wall_s', float('nan')):>17.1f}s")
     if "ratio_ours_over_trl" in result:
         print(f"ratio ours/TRL (step time): {result['ratio_ours_over_trl']:.2f}")
+    print("ours, where the job's time went:", ", ".join(f"{k[len('startup.'):-2]} {v:.1f}s"
+                                                        for k, v in ours["startup"].items()))
     print(json.dumps(result))
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))
