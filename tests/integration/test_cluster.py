@@ -77,8 +77,8 @@ def _wait_for_checkpoint(root: Path, min_step: int, timeout_s: float, cluster, j
 
 
 def test_stop_marks_run_killed_and_resume_continues_the_same_run(local_cluster, finished_pretrain):
-    # Long enough that the stop lands mid-run: a tiny step takes 0.03-0.1 s once the workers are up, and the
-    # stop below is a new CLI process (120 steps once finished before it, on a fast CI machine).
+    # Long enough that the stop lands mid-run: a tiny step takes 0.03-0.1 s once the workers are up (CI's machine
+    # ran 120 steps in ~4 s) and the stop below is a new CLI process.
     steps = 800
     sub = local_cluster.cli(*local_cluster.submit_args("stopresume", f"trainer.max_steps={steps}"))
     assert sub.returncode == 0, sub.stdout + sub.stderr
