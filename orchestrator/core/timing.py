@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Iterator
 
 
@@ -49,6 +50,17 @@ def startup_metrics(seconds: dict[str, float], after: tuple[str, ...] = AFTER_ST
     phases = Phases()
     phases.seconds = dict(seconds)
     return {**phases.metrics(), "startup.to_first_step_s": round(sum(v for k, v in seconds.items() if k not in after), 3)}
+
+
+def record_startup(out_dir: str | Path, seconds: dict[str, float], after: tuple[str, ...] = AFTER_START) -> dict[str, float]:
+    """:func:`startup_metrics`, also written (atomically) to ``<out_dir>/startup.json``; returns the metrics."""
+    import json
+
+    from orchestrator.core.files import atomic_write_text
+
+    result = startup_metrics(seconds, after)
+    atomic_write_text(Path(out_dir) / STARTUP_FILE, json.dumps(result, indent=1))
+    return result
 
 
 def startup_line(kind: str, metrics: dict[str, float], limit: int = 5) -> str:

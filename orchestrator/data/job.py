@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from orchestrator.config.base import as_dict
 from orchestrator.config.errors import ConfigError
 from orchestrator.core.console import say
-from orchestrator.core.timing import STARTUP_FILE, Phases, one_line, startup_metrics
+from orchestrator.core.timing import Phases, one_line, record_startup
 from orchestrator.data import dedup
 from orchestrator.data.chat_records import is_chat_record
 from orchestrator.data.decontam import build_index, eval_fingerprint
@@ -266,8 +266,7 @@ def run_data_prep(cfg: DataPrepConfig) -> dict[str, Any]:
             with phases.phase("plots"):
                 plot = plot_filter_histograms(sorted(str(p) for p in (work / "stage1" / "filterstats").glob("*.parquet")),
                                               out / "plots")
-        startup = startup_metrics(phases.seconds, DATA_PHASES)
-        (out / STARTUP_FILE).write_text(json.dumps(startup, indent=1))
+        startup = record_startup(out, phases.seconds, DATA_PHASES)
         if tracker is not None:
             _log_to_mlflow(tracker, stats, out, plot, dataset_dir)
             tracker.log_metrics(startup, step=0)

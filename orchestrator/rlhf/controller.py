@@ -16,7 +16,6 @@ state a step depends on (:meth:`RoleController.state_dict`). This class owns the
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from orchestrator.config.jobs import checkpoint_root
-from orchestrator.core.timing import STARTUP_FILE, Phases, startup_line, startup_metrics
+from orchestrator.core.timing import Phases, record_startup, startup_line
 from orchestrator.rlhf.placement import RoleGroup, create_placement_group, shares_processes
 from orchestrator.rlhf.ppo_checkpoint import find_resume_checkpoint, load_ppo_state, save_ppo_checkpoint
 from orchestrator.rlhf.rollout import pad_right, shard_rows
@@ -315,10 +314,9 @@ def run_roles_and_export(ctl: "RoleController", cfg: Any, tracker: Any, tags: di
     with a progress line, export and register the actor, stop the roles; returns the job's result.
 
     ``phases``: what the kind timed before the roles (inputs, Ray start, prompts, MLflow run); the job's whole
-    breakdown (:func:`orchestrator.core.timing.startup_metrics`) is logged at step 0, written to
+    breakdown (:func:`orchestrator.core.timing.record_startup`) is logged at step 0, written to
     ``startup.json``, printed as one line and returned as ``startup``."""
     from orchestrator.core.console import StepProgress, say
-    from orchestrator.core.files import atomic_write_text
 
     if phases is not None:
         ctl.phases = phases
@@ -335,9 +333,8 @@ def run_roles_and_export(ctl: "RoleController", cfg: Any, tracker: Any, tags: di
             ctl.stop_roles(healthy)
     with ctl.phases.phase("register"):
         version = tracker.register_model(export_dir, cfg.run_name, tags) if export_dir else None
-    startup = startup_metrics(ctl.phases.seconds)
+    startup = record_startup(out, ctl.phases.seconds)
     tracker.log_metrics(startup, 0)
-    atomic_write_text(out / STARTUP_FILE, json.dumps(startup, indent=1))
     say(startup_line(cfg.kind, startup))
     last = summary["last_metrics"]
     return {"run_id": tracker.run_id, "output_dir": str(out), "export_dir": str(export_dir) if export_dir else None,

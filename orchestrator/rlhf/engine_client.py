@@ -96,9 +96,10 @@ class EngineRollouts:
         actor, engines = self.groups["actor"], self.groups[ENGINE_ROLE]
         host0 = actor.hosts[0]
         same_node = all(h.node_id == host0.node_id for h in engines.hosts)
+        addr = "127.0.0.1"
         if not same_node:
             identify([host0])
-        addr = "127.0.0.1" if same_node else host0.ip
+            addr = host0.ip
         master = f"{addr}:{ray.get(host0.actor.free_port.remote())}"
         world = 1 + len(engines)
         get_all(actor.call("init_weight_group", master, world) + engines.call("init_weight_group", master, world))

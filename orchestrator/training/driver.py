@@ -21,7 +21,7 @@ from orchestrator.config.jobs import TrainJobConfig, checkpoint_root, checkpoint
 from orchestrator.config.plan import make_train_plan
 from orchestrator.core.console import StepProgress, say
 from orchestrator.core.files import copy_tokenizer, has_tokenizer
-from orchestrator.core.timing import Phases, startup_line, startup_metrics
+from orchestrator.core.timing import Phases, record_startup, startup_line
 from orchestrator.engine.checkpoint import latest_committed, read_trainer_state
 from orchestrator.engine.resume import resolve_resume, schedule_fingerprint, shape_fingerprint
 from orchestrator.runtime.preload import import_in_background
@@ -201,9 +201,7 @@ def _startup_metrics(out: Path, phases: Phases) -> dict[str, float]:
     seconds.update(worker.get("worker", {}))
     inside = seconds.get("worker_group", 0.0) + sum(worker.get("worker", {}).values())
     seconds["fit_teardown"] = max(0.0, fit - inside)
-    result = startup_metrics(seconds)
-    (out / STARTUP_FILE).write_text(json.dumps(result, indent=1))
-    return result
+    return record_startup(out, seconds)
 
 
 def _config_value(cfg: Any, key: str) -> Optional[str]:

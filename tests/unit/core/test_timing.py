@@ -47,3 +47,13 @@ def test_startup_line_names_only_start_up_phases_largest_first_in_their_order():
     line = startup_line("ppo", m, limit=3)
     assert line == "ppo: first step after 6.6s of start-up (ray_start 1.0s, roles_start 5.0s, first_step 0.5s)"
     assert one_line({"a": 1.0, "b": 3.0, "c": 2.0}, 2) == "b 3.0s, c 2.0s"
+
+
+def test_record_startup_writes_the_metrics_it_returns(tmp_path):
+    import json
+
+    from orchestrator.core.timing import STARTUP_FILE, record_startup
+
+    m = record_startup(tmp_path, {"ray_start": 1.0, "filter": 3.0}, ("filter",))
+    assert m == {"startup.ray_start_s": 1.0, "startup.filter_s": 3.0, "startup.to_first_step_s": 1.0}
+    assert json.loads((tmp_path / STARTUP_FILE).read_text()) == m
